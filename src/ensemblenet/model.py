@@ -21,7 +21,7 @@ from .errors import ConfigError
 from .heads import Head, head_config, resolve_head
 from .spec import InputSpec
 
-__all__ = ["ModelConfig", "TransferModel", "create_model"]
+__all__ = ["ModelConfig", "TransferModel", "create_model", "rebuild_model"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,7 @@ class TransferModel(nn.Module):
         # Buffers, not constants: they move with .to(device) and are exported to ONNX.
         self.register_buffer("mean", torch.tensor(config.spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.spec.std).view(1, 3, 1, 1), persistent=False)
+        self.metrics: dict[str, Any] = {}  # filled by load_model from the checkpoint
 
     @property
     def spec(self) -> InputSpec:
@@ -133,3 +134,17 @@ def create_model(
         weights=None if weights is None else str(weights),
     )
     return TransferModel(loaded.module, head_obj.build(loaded.num_features, len(classes)), config)
+
+
+def rebuild_model(config: ModelConfig) -> TransferModel:
+    """Build the architecture described by ``config`` with random weights (no download, no network)."""
+    from .heads import resolve_head
+
+    head_obj = resolve_head(config.head)
+    loaded = load_backbone(config.backbone, weights=None, input_spec=config.spec)
+    if loaded.num_features != config.num_features:
+        raise ConfigError(
+            f"backbone {config.backbone!r} now gives {loaded.num_features} features, the config says "
+            f"{config.num_features}; the installed library version builds a different architecture."
+        )
+    return TransferModel(loaded.module, head_obj.build(loaded.num_features, len(config.classes)), config)

@@ -22,7 +22,9 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, *, fix_hint: str = "") -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
-        self._fix_hint = fix_hint or f"Register your own with ensemblenet's register_{kind.replace(' ', '_')}()."
+        self._fix_hint = (
+            fix_hint or f"Register your own with ensemblenet's register_{kind.replace(' ', '_')}()."
+        )
 
     @overload
     def register(self, name: str) -> Callable[[T], T]: ...

@@ -1,0 +1,356 @@
+"""The Trainer: one readable loop (after minGPT), configured by a frozen dataclass.
+
+>>> from ensemblenet import Trainer, TrainConfig
+>>> trainer = Trainer(TrainConfig(epochs=2, lr=1e-3), freeze="bn_only")  # the reference recipe
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .callbacks import Callback
+from .errors import ConfigError, TrainingError
+from .freeze import FreezePolicy, policy_config, resolve_freeze
+from .history import EpochRecord, Evaluation, History
+from .model import TransferModel
+from .schedules import lr_factor
+
+__all__ = ["TrainConfig", "Trainer", "resolve_device"]
+
+log = logging.getLogger("ensemblenet.trainer")
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings. The defaults are the reference notebook's recipe (Adam, 1e-3, 2 epochs, batch 32).
+
+    Attributes:
+        epochs: passes over the training data.
+        lr: base learning rate; a freeze policy's groups scale it (``lr_scale``).
+        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"`` (momentum 0.9).
+        weight_decay: L2 (adam/sgd) or decoupled (adamw) weight decay.
+        schedule: ``"constant"``, ``"cosine"`` or ``"linear"`` decay per step, after ``warmup``.
+        warmup: fraction of all steps with a linear warm-up from 0.
+        batch_size: training batch size; ``eval_batch_size`` defaults to twice it.
+        augment: random horizontal flips during training (the notebook uses none).
+        num_workers: DataLoader worker processes (0: decode in the main process; on 2 cores
+            workers compete with the model for CPU).
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU), ``"fp32"`` or ``"bf16"``.
+        seed: seeds head init (in :func:`~ensemblenet.finetune`), shuffling, augmentation and dropout
+            per epoch, so a run is reproducible and a resumed run matches an uninterrupted one.
+        grad_clip: max gradient norm, or None.
+        label_smoothing: passed to the cross-entropy loss.
+        progress: show progress bars.
+    """
+
+    epochs: int = 2
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup: float = 0.0
+    batch_size: int = 32
+    eval_batch_size: int | None = None
+    augment: bool = False
+    num_workers: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 0
+    grad_clip: float | None = None
+    label_smoothing: float = 0.0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        def bad(name: str, rule: str) -> ConfigError:
+            return ConfigError(f"TrainConfig.{name}={getattr(self, name)!r}: {rule}")
+
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise bad("epochs", "must be an int >= 1")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise bad("lr", "must be a positive finite number")
+        if self.optimizer not in OPTIMIZERS:
+            raise bad("optimizer", f"must be one of {OPTIMIZERS}")
+        if self.precision not in PRECISIONS:
+            raise bad("precision", f"must be one of {PRECISIONS}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise bad("batch_size", "must be an int >= 1")
+        if not 0.0 <= self.warmup < 1.0:
+            raise bad("warmup", "must be a fraction in [0, 1)")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise bad("label_smoothing", "must be in [0, 1)")
+        lr_factor(self.schedule, 0, 1, self.warmup)  # validates the schedule name
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+
+
+def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """A data.Batch (single view) or a plain ``(images, labels)`` pair."""
+    if hasattr(batch, "images"):
+        return batch.images[0], batch.labels, list(batch.skipped)
+    images, labels = batch[0], batch[1]
+    return images, labels, []
+
+
+class Trainer:
+    """Fine-tunes a :class:`~ensemblenet.TransferModel` under a freeze policy.
+
+    Args:
+        config: a :class:`TrainConfig` (or keyword overrides of the default one).
+        freeze: a policy name (``"bn_only"``, ``"head_only"``, ``"none"``, ``"freeze_unfreeze"``) or object.
+        callbacks: e.g. :class:`~ensemblenet.ModelCheckpoint`, :class:`~ensemblenet.EarlyStopping`.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig | None = None,
+        *,
+        freeze: str | FreezePolicy = "bn_only",
+        callbacks: Sequence[Callback] = (),
+        **overrides: Any,
+    ) -> None:
+        config = config or TrainConfig()
+        self.config = dataclasses.replace(config, **overrides) if overrides else config
+        self.policy = resolve_freeze(freeze)
+        self.callbacks = list(callbacks)
+        self.device = resolve_device(self.config.device)
+        self.should_stop = False
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+        self.history = History()
+
+    # ------------------------------------------------------------------ data
+    def _loader(self, data: Any, model: TransferModel, *, train: bool) -> DataLoader[Any]:
+        if isinstance(data, DataLoader):
+            return data
+        from .data import Samples, make_loader
+
+        if not isinstance(data, Samples):
+            raise ConfigError(
+                f"training data must be ensemblenet.Samples (see scan_folder, split_samples) or a DataLoader "
+                f"yielding (images, labels); got {type(data).__name__}"
+            )
+        if data.classes != model.classes:
+            from .errors import ClassMismatchError
+
+            raise ClassMismatchError(
+                f"the data's classes {list(data.classes)} differ from the model's {list(model.classes)}; "
+                "build the model with create_model(..., classes=samples.classes)"
+            )
+        cfg = self.config
+        return make_loader(
+            data,
+            model.spec,
+            batch_size=cfg.batch_size if train else (cfg.eval_batch_size or 2 * cfg.batch_size),
+            shuffle=train,
+            augment=train and cfg.augment,
+            num_workers=cfg.num_workers,
+            seed=cfg.seed,
+        )
+
+    def _autocast(self) -> Any:
+        bf16 = self.config.precision == "bf16" or (
+            self.config.precision == "auto" and self.device.type == "cuda"
+        )
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    def _seed_epoch(self, loader: DataLoader[Any], epoch: int) -> None:
+        # Seeding per epoch (not once per run) is what makes a resumed run identical to an
+        # uninterrupted one: epoch k's shuffling, flips and dropout depend on (seed, k) only.
+        epoch_seed = self.config.seed * 1_000_003 + epoch
+        torch.manual_seed(epoch_seed)
+        generator = getattr(loader, "generator", None)
+        if isinstance(generator, torch.Generator):
+            generator.manual_seed(epoch_seed)
+
+    def _build_optimizer(self, model: TransferModel, steps_per_epoch: int) -> None:
+        cfg = self.config
+        groups = [
+            {"params": g["params"], "lr": cfg.lr * g["lr_scale"], "name": g["name"]}
+            for g in self.policy.param_groups(model)
+            if g["params"]
+        ]
+        if cfg.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        elif cfg.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+        total = max(1, cfg.epochs * steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(cfg.schedule, step, total, cfg.warmup)
+        )
+
+    # ------------------------------------------------------------------ the loop
+    def fit(
+        self,
+        model: TransferModel,
+        train: Any,
+        val: Any = None,
+        *,
+        resume: str | os.PathLike[str] | None = None,
+    ) -> History:
+        """Train ``model`` in place; return the per-epoch :class:`~ensemblenet.history.History`.
+
+        Args:
+            model: the model to train (moved to the trainer's device).
+            train: training :class:`~ensemblenet.Samples` or a DataLoader.
+            val: validation data (same kinds), or None to skip validation.
+            resume: a state file written by :meth:`save_state` (or ``ModelCheckpoint(last_path=...)``):
+                continue from the epoch after it with the saved optimizer, schedule and history.
+        """
+        cfg = self.config
+        model.to(self.device)
+        train_loader = self._loader(train, model, train=True)
+        val_loader = self._loader(val, model, train=False) if val is not None else None
+        self._build_optimizer(model, len(train_loader))
+        assert self.optimizer is not None and self.scheduler is not None  # for mypy; built just above
+        self.history, start_epoch = History(), 0
+        if resume is not None:
+            start_epoch = self._load_state(model, resume)
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.should_stop = False
+        for cb in self.callbacks:
+            cb.on_fit_start(self, model)
+
+        for epoch in range(start_epoch, cfg.epochs):
+            started = time.perf_counter()
+            model.train()
+            self.policy.on_epoch_start(model, epoch)
+            self._seed_epoch(train_loader, epoch)
+            total_loss, seen, skipped = 0.0, 0, 0
+            bar = tqdm(
+                train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False
+            )
+            for step, batch in enumerate(bar):
+                images, labels, dropped = _unpack(batch)
+                skipped += len(dropped)
+                if len(labels) == 0:
+                    continue
+                images, labels = images.to(self.device, non_blocking=True), labels.to(self.device)
+                with self._autocast():
+                    loss = loss_fn(model(images), labels)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"the training loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                        "training stopped before applying that step. Lower the learning rate or set "
+                        "grad_clip; a ModelCheckpoint keeps the last good model."
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                total_loss += loss.item() * len(labels)
+                seen += len(labels)
+                bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+
+            val_eval = self.evaluate(model, val_loader) if val_loader is not None else None
+            record = EpochRecord(
+                epoch=epoch + 1,
+                train_loss=total_loss / max(seen, 1),
+                val_loss=val_eval.loss if val_eval else math.nan,
+                val_accuracy=val_eval.accuracy if val_eval else math.nan,
+                lr=self.optimizer.param_groups[-1]["lr"],
+                seconds=time.perf_counter() - started,
+                train_images=seen,
+                skipped=skipped + (val_eval.n_skipped if val_eval else 0),
+            )
+            self.history.append(record)
+            log.info("%s", record)
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, model, record)
+            if self.should_stop:
+                break
+
+        for cb in self.callbacks:
+            cb.on_fit_end(self, model, self.history)
+        return self.history
+
+    @torch.inference_mode()
+    def evaluate(self, model: TransferModel, data: Any) -> Evaluation:
+        """Mean cross-entropy and accuracy of ``model`` on ``data`` (Samples or a DataLoader)."""
+        loader = self._loader(data, model, train=False)
+        was_training = model.training
+        model.eval().to(self.device)
+        total_loss, correct, n, skipped = 0.0, 0, 0, 0
+        bar = tqdm(loader, desc="evaluate", disable=not self.config.progress, leave=False)
+        for batch in bar:
+            images, labels, dropped = _unpack(batch)
+            skipped += len(dropped)
+            if len(labels) == 0:
+                continue
+            images, labels = images.to(self.device, non_blocking=True), labels.to(self.device)
+            with self._autocast():
+                logits = model(images).float()
+            total_loss += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+            correct += int((logits.argmax(1) == labels).sum())
+            n += len(labels)
+        model.train(was_training)
+        if n == 0:
+            return Evaluation(loss=math.nan, accuracy=math.nan, n=0, n_skipped=skipped)
+        return Evaluation(loss=total_loss / n, accuracy=correct / n, n=n, n_skipped=skipped)
+
+    # ------------------------------------------------------------------ resumable state
+    def save_state(self, model: TransferModel, path: str | os.PathLike[str]) -> None:
+        """Write model, optimizer, schedule, history and epoch atomically, for ``fit(resume=...)``."""
+        from .checkpoint import save_model
+
+        if self.optimizer is None or self.scheduler is None:
+            raise ConfigError("save_state is only meaningful during or after fit()")
+        save_model(
+            model,
+            path,
+            metrics=self.history.records[-1].to_dict() if self.history.records else {},
+            train_state={
+                "epoch": len(self.history),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "history": self.history.to_dict(),
+                "config": dataclasses.asdict(self.config),
+                "policy": policy_config(self.policy),
+            },
+        )
+
+    def _load_state(self, model: TransferModel, path: str | os.PathLike[str]) -> int:
+        from .checkpoint import load_checkpoint
+        from .errors import CheckpointError
+
+        payload = load_checkpoint(path)
+        state = payload.get("train_state")
+        if not isinstance(state, dict):
+            raise CheckpointError(
+                f"{os.fspath(path)!r} holds a model but no trainer state; resume needs a file written by "
+                "Trainer.save_state or ModelCheckpoint(last_path=...)"
+            )
+        model.load_state_dict(payload["state_dict"])
+        assert self.optimizer is not None and self.scheduler is not None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.history = History.from_dict(state["history"])
+        log.info("resuming from %s after epoch %d", path, state["epoch"])
+        return int(state["epoch"])

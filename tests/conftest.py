@@ -1,0 +1,88 @@
+"""Shared fixtures: tiny models and generated image folders (no network, no real data needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from ensemblenet.model import ModelConfig, TransferModel
+from ensemblenet.spec import InputSpec
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def tiny_backbone(width: int = 8) -> nn.Module:
+    """conv -> BatchNorm -> ReLU -> conv(stride 2) -> BatchNorm -> pool: small but has BN to freeze."""
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+        nn.Conv2d(width, width, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+
+
+def make_tiny_model(
+    classes: tuple[str, ...] = ("a", "b"), spec: InputSpec | None = None, width: int = 8, seed: int = 0
+) -> TransferModel:
+    torch.manual_seed(seed)
+    spec = spec or InputSpec(size=(16, 16))
+    config = ModelConfig(
+        backbone="test:tiny",
+        head={"name": "linear", "dropout": 0.0},
+        classes=classes,
+        spec=spec,
+        num_features=width,
+    )
+    return TransferModel(tiny_backbone(width), nn.Linear(width, len(classes)), config)
+
+
+@pytest.fixture
+def tiny_model() -> Callable[..., TransferModel]:
+    return make_tiny_model
+
+
+def write_class_folder(root: Path, per_class: int = 12, size: tuple[int, int] = (24, 24), seed: int = 0) -> Path:
+    """Two visually separable classes: 'cats' mostly red, 'dogs' mostly blue, with noise."""
+    rng = np.random.default_rng(seed)
+    for cls, channel in (("cats", 0), ("dogs", 2)):
+        folder = root / cls
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 90, size=(size[0], size[1], 3), dtype=np.uint8)
+            pixels[..., channel] = rng.integers(160, 256, size=size, dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{cls[:-1]}.{i}.png")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    return write_class_folder(tmp_path / "images")
+
+
+def separable_loader(n: int = 64, size: int = 16, batch_size: int = 16, seed: int = 0) -> torch.utils.data.DataLoader:
+    """A DataLoader of (uint8 images, labels) whose class is the dominant colour channel."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    images = torch.randint(0, 90, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    images[labels == 0, 0] = 200
+    images[labels == 1, 2] = 200
+    dataset = torch.utils.data.TensorDataset(images, labels)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator())
+
+
+def require_shared_data(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.is_dir():
+        pytest.skip(f"real data not available at {path}")
+    return path
