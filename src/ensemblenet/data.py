@@ -12,7 +12,8 @@ Two layouts are understood::
 Each batch holds one ``uint8`` tensor per distinct *view* (size + interpolation), so ensemble
 members that preprocess alike share one tensor, and each member normalizes its own input. Files
 that cannot be decoded are dropped from their batch and listed in :attr:`Batch.skipped`.
-Scanning and splitting live in :mod:`ensemblenet.samples`, decoding in :mod:`ensemblenet.images`;
+Scanning lives in :mod:`ensemblenet.scan`, splitting in :mod:`ensemblenet.samples` and decoding in
+:mod:`ensemblenet.images`;
 their public names are re-exported here, so ``from ensemblenet.data import ...`` is all you need.
 """
 
@@ -23,22 +24,16 @@ import logging
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, TypeAlias, Union
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import ConfigError
 from .images import UnreadableImageError, View, check_image, load_image
-from .samples import (
-    DEFAULT_SPLIT,
-    IMAGE_EXTENSIONS,
-    LAYOUTS,
-    Samples,
-    describe_skipped,
-    scan_folder,
-    split_samples,
-)
+from .samples import DEFAULT_SPLIT, Samples, describe_skipped, split_samples
+from .scan import IMAGE_EXTENSIONS, LAYOUTS, scan_folder
 from .spec import InputSpec
 
 __all__ = [
@@ -62,8 +57,7 @@ __all__ = [
 
 logger = logging.getLogger("ensemblenet.data")
 
-ViewLike = Union[InputSpec, View]
-Item = Union[tuple[tuple[torch.Tensor, ...], int, int], "Skipped"]
+ViewLike: TypeAlias = Union[InputSpec, View]  # noqa: UP007  (a runtime alias; `|` needs 3.10+ classes)
 
 
 @dataclass(frozen=True)
@@ -72,6 +66,9 @@ class Skipped:
 
     index: int
     reason: str
+
+
+Item: TypeAlias = Union[tuple[tuple[torch.Tensor, ...], int, int], Skipped]  # noqa: UP007
 
 
 def _as_views(views: ViewLike | Sequence[ViewLike]) -> tuple[View, ...]:
@@ -131,7 +128,7 @@ class ImageDataset(Dataset[Item]):
             logger.warning("skipping image %s: %s", path, exc.reason)
             return Skipped(index, exc.reason)
         if self.augment and bool(torch.rand(()) < 0.5):
-            image = image.transpose(0)  # Image.Transpose.FLIP_LEFT_RIGHT
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         tensors = tuple(view.apply(image) for view in self.views)
         return tensors, self.samples.labels[index], index
 

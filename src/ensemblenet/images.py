@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ConfigError, DataError, close_matches
 from .spec import INTERPOLATIONS, InputSpec
@@ -63,7 +63,7 @@ def _describe(exc: BaseException) -> str:
         return "file not found"
     if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         return f"{exc} {_BOMB_HINT.format(limit=Image.MAX_IMAGE_PIXELS)}"
-    if isinstance(exc, Image.UnidentifiedImageError):
+    if isinstance(exc, UnidentifiedImageError):
         return "not an image PIL can identify (wrong extension, or not an image at all)"
     text = str(exc) or "no details"
     return f"{type(exc).__name__}: {text}"
@@ -145,7 +145,8 @@ def _scale_to_uint8(values: np.ndarray[Any, Any], *, float_input: bool) -> np.nd
         scaled = data * (255.0 / 65535.0)  # 16-bit: 65535 -> 255, 32768 -> 128
     else:  # values outside any known convention (int32 or float data): stretch what is there
         scaled = (data - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(data)
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    result: np.ndarray[Any, Any] = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return result
 
 
 def check_image(path: str | os.PathLike[str]) -> str | None:
@@ -217,7 +218,8 @@ class View:
             near = close_matches(str(self.interpolation), INTERPOLATIONS)
             hint = f" Did you mean {near[0]!r}?" if near else ""
             raise ConfigError(
-                f"unknown interpolation {self.interpolation!r}.{hint} Valid values: {', '.join(INTERPOLATIONS)}."
+                f"unknown interpolation {self.interpolation!r}.{hint} "
+                f"Valid values: {', '.join(INTERPOLATIONS)}."
             )
 
     @classmethod

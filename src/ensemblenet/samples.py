@@ -1,46 +1,28 @@
-"""Find labelled images on disk and split them deterministically, stratified per class.
+"""``Samples`` (labelled image paths) and deterministic, stratified splits of them.
 
 Users normally import these names from :mod:`ensemblenet.data`.
 """
 
 from __future__ import annotations
 
-import logging
 import operator
-import os
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, DataError, close_matches
-from .images import check_image
+from .errors import ConfigError, DataError
 
-__all__ = [
-    "DEFAULT_SPLIT",
-    "IMAGE_EXTENSIONS",
-    "LAYOUTS",
-    "Samples",
-    "describe_skipped",
-    "scan_folder",
-    "split_samples",
-]
+__all__ = ["DEFAULT_SPLIT", "Samples", "describe_skipped", "split_samples"]
 
-logger = logging.getLogger("ensemblenet.data")
-
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-)
-LAYOUTS = ("auto", "folders", "kaggle")
 #: The reference notebook's train/validation/test proportions (16,000 / 4,500 / 4,500 of 25,000).
 DEFAULT_SPLIT: tuple[float, float, float] = (16000 / 25000, 4500 / 25000, 4500 / 25000)
-_LAYOUT_HELP = (
-    "Supported layouts: 'folders' = one sub-folder per class (root/cats/x.jpg, root/dogs/y.jpg); "
-    "'kaggle' = flat files named <class>.<id>.<ext> (root/cat.123.jpg, root/dog.45.jpg)."
-)
-_SHOWN = 5  # how many file names a message or log line lists before "and N more"
+_SHOWN = 5  # how many file names a message lists before "and N more"
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+IntArray = np.ndarray[Any, np.dtype[np.int64]]
 
 
 @dataclass(frozen=True, repr=False)
@@ -90,7 +72,7 @@ class Samples:
     def class_counts(self) -> dict[str, int]:
         """Images per class, in class order (classes without images count 0)."""
         counts = np.bincount(np.asarray(self.labels, dtype=np.int64), minlength=len(self.classes))
-        return {name: int(n) for name, n in zip(self.classes, counts)}
+        return {name: int(n) for name, n in zip(self.classes, counts, strict=True)}
 
     def limit(self, n: int, *, seed: int = 0) -> Samples:
         """A stratified, deterministic subsample of ``n`` images (for demos and quick tests).
@@ -106,12 +88,12 @@ class Samples:
         sizes = np.array([len(g) for g in groups])
         quota = _allocate(n, sizes / sizes.sum())
         # Make sure no class with images vanishes: move one from the largest quota to it.
-        for c in np.flatnonzero((quota == 0) & (sizes > 0)):
+        for missing in np.flatnonzero((quota == 0) & (sizes > 0)):
             donor = int(np.argmax(quota))
             if quota[donor] <= 1:
                 break
             quota[donor] -= 1
-            quota[c] += 1
+            quota[missing] += 1
         chosen: list[int] = []
         for c, group in enumerate(groups):
             order = _rng(seed, self.classes[c]).permutation(len(group))
@@ -127,189 +109,6 @@ def describe_skipped(samples: Samples, indices: Sequence[int]) -> str:
     names = ", ".join(str(samples.paths[i]) for i in unique[:_SHOWN])
     more = f" and {len(unique) - _SHOWN} more" if len(unique) > _SHOWN else ""
     return f"{len(unique)} unreadable image(s) skipped: {names}{more}"
-
-
-# --- scanning ---------------------------------------------------------------------------------
-
-
-def _is_image(entry: os.DirEntry[str]) -> bool:
-    return not entry.name.startswith(".") and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS
-
-
-def _list(folder: Path) -> tuple[list[Path], list[Path]]:
-    """Visible sub-folders and image files directly in ``folder``, each sorted by name."""
-    try:
-        entries = list(os.scandir(folder))
-    except OSError as exc:
-        raise DataError(f"cannot list image folder {folder}: {exc}") from exc
-    dirs = sorted(Path(e.path) for e in entries if not e.name.startswith(".") and e.is_dir())
-    files = sorted(Path(e.path) for e in entries if _is_image(e) and e.is_file())
-    return dirs, files
-
-
-def _kaggle_class(path: Path) -> str | None:
-    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
-    name, dot, _ = stem.partition(".")
-    return name if dot and name else None
-
-
-def _nested_hint(root: Path, dirs: Sequence[Path]) -> str:
-    nested = [d for d in dirs if any(_list(sub)[1] for sub in _list(d)[0])]
-    if not nested:
-        return ""
-    return (
-        f" Its sub-folder(s) {', '.join(d.name for d in nested)} hold class folders themselves: if they are "
-        f"splits, scan one of them instead, e.g. scan_folder({str(nested[0])!r})."
-    )
-
-
-def _pick(found: Sequence[str], wanted: Sequence[str] | None, root: Path, what: str) -> list[str]:
-    if wanted is None:
-        return sorted(found)
-    for name in wanted:
-        if name not in found:
-            near = close_matches(name, found)
-            hint = f" Did you mean {' or '.join(repr(m) for m in near)}?" if near else ""
-            raise DataError(
-                f"class {name!r} given in classes= has no {what} in {root}.{hint} "
-                f"Found: {', '.join(repr(f) for f in sorted(found)) or 'none'}."
-            )
-    return list(wanted)
-
-
-def _detect(root: Path, dirs: list[Path], files: list[Path]) -> str:
-    if any(_list(d)[1] for d in dirs):
-        return "folders"
-    unmatched = [f.name for f in files if _kaggle_class(f) is None]
-    if files and not unmatched:
-        return "kaggle"
-    if not files:
-        raise DataError(
-            f"no images found in {root} nor directly in its sub-folders "
-            f"(extensions {', '.join(sorted(IMAGE_EXTENSIONS))}).{_nested_hint(root, dirs)} {_LAYOUT_HELP}"
-        )
-    raise DataError(
-        f"cannot tell the layout of {root}: it has no class sub-folders with images, and {len(unmatched)} of its "
-        f"{len(files)} image files do not follow <class>.<id>.<ext> (e.g. {', '.join(unmatched[:3])}). "
-        f"{_LAYOUT_HELP} Pass layout='kaggle' to skip the files that do not match."
-    )
-
-
-def _from_folders(root: Path, dirs: list[Path], wanted: Sequence[str] | None) -> tuple[list[str], list[Path]]:
-    if not dirs:
-        raise DataError(f"no class sub-folders in {root}. {_LAYOUT_HELP}")
-    classes = _pick([d.name for d in dirs], wanted, root, "folder")
-    files: list[Path] = []
-    for name in classes:
-        sub_dirs, images = _list(root / name)
-        if not images:
-            raise DataError(
-                f"class folder {root / name} has no images (extensions {', '.join(sorted(IMAGE_EXTENSIONS))}). "
-                f"Add images, remove the folder, or choose the class folders with classes=[...]."
-                + _nested_hint(root, [root / name])
-            )
-        files.extend(images)
-    return classes, files
-
-
-def _from_flat(
-    root: Path, dirs: list[Path], files: list[Path], wanted: Sequence[str] | None
-) -> tuple[list[str], list[Path], list[tuple[Path, str]]]:
-    if not files:
-        hint = (
-            f" It has sub-folders ({', '.join(d.name for d in dirs[:5])}): use layout='folders'?"
-            if dirs
-            else ""
-        )
-        raise DataError(f"no image files directly in {root}.{hint} {_LAYOUT_HELP}")
-    rejected = [(f, "name does not follow <class>.<id>.<ext>") for f in files if _kaggle_class(f) is None]
-    named = [f for f in files if _kaggle_class(f) is not None]
-    classes = _pick(sorted({_kaggle_class(f) or "" for f in named}), wanted, root, "files")
-    keep = set(classes)
-    return classes, [f for f in named if _kaggle_class(f) in keep], rejected
-
-
-def scan_folder(
-    root: str | os.PathLike[str],
-    *,
-    layout: str = "auto",
-    verify: bool = True,
-    classes: Sequence[str] | None = None,
-) -> Samples:
-    """Find the labelled images under ``root``.
-
-    Args:
-        root: the folder holding class folders (``layout="folders"``) or ``<class>.<id>.<ext>``
-            files (``layout="kaggle"``). Only direct children are scanned; hidden files and files
-            with other extensions than :data:`IMAGE_EXTENSIONS` are ignored.
-        layout: ``"folders"``, ``"kaggle"`` or ``"auto"`` (folders when a sub-folder holds images,
-            else kaggle when every flat image name matches).
-        verify: cheaply check every file (:func:`~ensemblenet.images.check_image`, no pixel
-            decoding) and move bad ones to ``Samples.skipped`` with the reason (logged as a WARNING).
-        classes: the class names, in label order (default: sorted); also selects a subset.
-
-    Returns:
-        Samples sorted by path relative to ``root``; labels index ``classes``.
-
-    Raises:
-        DataError: missing root, no images, a class without images, fewer than 2 classes, an
-            unknown name in ``classes``.
-        ConfigError: an unknown ``layout`` or repeated names in ``classes``.
-    """
-    base = Path(root).expanduser()
-    if not base.exists():
-        raise DataError(
-            f"image folder {base} does not exist (current directory: {Path.cwd()}); check the path"
-        )
-    if not base.is_dir():
-        raise DataError(
-            f"{base} is a file, not a folder: pass the folder that holds the images. {_LAYOUT_HELP}"
-        )
-    if layout not in LAYOUTS:
-        near = close_matches(str(layout), LAYOUTS)
-        hint = f" Did you mean {near[0]!r}?" if near else ""
-        raise ConfigError(f"unknown layout {layout!r}.{hint} Valid layouts: {', '.join(LAYOUTS)}.")
-    wanted = None if classes is None else [str(c) for c in classes]
-    if wanted is not None and len(set(wanted)) != len(wanted):
-        raise ConfigError(f"classes= names a class twice: {wanted!r}")
-    dirs, flat = _list(base)
-    chosen = _detect(base, dirs, flat) if layout == "auto" else layout
-    rejected: list[tuple[Path, str]] = []
-    if chosen == "folders":
-        names, files = _from_folders(base, dirs, wanted)
-        class_of = [f.parent.name for f in files]
-    else:
-        names, files, rejected = _from_flat(base, dirs, flat, wanted)
-        class_of = [_kaggle_class(f) or "" for f in files]
-    if len(names) < 2:
-        raise DataError(
-            f"found {len(names)} class(es) {names!r} in {base}; classification needs at least 2. {_LAYOUT_HELP}"
-        )
-    label_of = {name: i for i, name in enumerate(names)}
-    total = len(files) + len(rejected)
-    pairs = sorted(zip(files, class_of), key=lambda pair: pair[0].relative_to(base).as_posix())
-    kept: list[tuple[Path, str]] = []
-    for path, name in pairs:
-        reason = check_image(path) if verify else None
-        if reason is None:
-            kept.append((path, name))
-        else:
-            rejected.append((path, reason))
-    rejected.sort(key=lambda pair: pair[0].relative_to(base).as_posix())
-    if rejected:
-        shown = "; ".join(f"{p.relative_to(base).as_posix()} ({r})" for p, r in rejected[:_SHOWN])
-        more = f"; and {len(rejected) - _SHOWN} more" if len(rejected) > _SHOWN else ""
-        logger.warning("skipped %d of %d image files in %s: %s%s", len(rejected), total, base, shown, more)
-    samples = Samples(
-        tuple(p for p, _ in kept), tuple(label_of[c] for _, c in kept), tuple(names), tuple(rejected)
-    )
-    empty = [name for name, n in samples.class_counts().items() if n == 0]
-    if empty:
-        raise DataError(
-            f"every image of class {empty[0]!r} in {base} is unreadable (see Samples.skipped / the warning above); "
-            "replace the files or leave the class out with classes=[...]"
-        )
-    return samples
 
 
 # --- splitting --------------------------------------------------------------------------------
@@ -336,7 +135,7 @@ def _by_class(samples: Samples) -> list[list[int]]:
     return groups
 
 
-def _allocate(n: int, fractions: np.ndarray) -> np.ndarray:  # type: ignore[type-arg]
+def _allocate(n: int, fractions: FloatArray) -> IntArray:
     """Largest-remainder rounding of ``n * fractions`` to ints that sum to ``n`` (ties: earlier first)."""
     quota = n * np.asarray(fractions, dtype=np.float64)
     counts = np.floor(quota + 1e-9).astype(np.int64)  # 1e-9: 12500 * 0.64 must be 8000, not 7999
@@ -347,7 +146,7 @@ def _allocate(n: int, fractions: np.ndarray) -> np.ndarray:  # type: ignore[type
     return counts
 
 
-def _check_fractions(fractions: Sequence[float]) -> np.ndarray:  # type: ignore[type-arg]
+def _check_fractions(fractions: Sequence[float]) -> FloatArray:
     try:
         values = np.array([float(f) for f in fractions], dtype=np.float64)
     except (TypeError, ValueError):
@@ -386,8 +185,8 @@ def split_samples(
             need = _minimum_per_class(values)
             raise DataError(
                 f"split {k} (fraction {values[k]:.4g}) would get no image of class {samples.classes[c]!r}, "
-                f"which has {len(group)} image(s); with fractions {tuple(round(float(v), 4) for v in values)} "
-                f"every class needs at least {need} images. Add images or use fewer/larger fractions."
+                f"which has {len(group)} image(s); with fractions {tuple(round(float(v), 4) for v in values)}"
+                f" every class needs at least {need} images. Add images or use fewer/larger fractions."
             )
         order = _rng(seed, samples.classes[c]).permutation(len(group))
         bounds = np.concatenate([[0], np.cumsum(counts)])
@@ -397,7 +196,7 @@ def split_samples(
     return tuple(samples.subset(sorted(part, key=rank.__getitem__)) for part in parts)
 
 
-def _minimum_per_class(values: np.ndarray) -> int:  # type: ignore[type-arg]
+def _minimum_per_class(values: FloatArray) -> int:
     n = len(values)
     while np.any(_allocate(n, values) == 0):
         n += 1
