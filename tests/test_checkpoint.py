@@ -134,11 +134,14 @@ class Exploit:
 
 
 def test_pickled_code_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "evil.pt"
-    with path.open("wb") as f:
+    crafted = tmp_path / "evil.pt"  # what an attacker would publish: a torch file with code in it
+    torch.save({"format": "ensemblenet.model", "x": Exploit()}, crafted)
+    plain_pickle = tmp_path / "evil.pkl"
+    with plain_pickle.open("wb") as f:
         pickle.dump({"format": "ensemblenet.model", "x": Exploit()}, f)
-    with pytest.raises(CheckpointError, match="refused"):
-        load_model(path)
+    for path in (crafted, plain_pickle):
+        with pytest.raises(CheckpointError, match="refused|cannot read"):
+            load_model(path)
 
 
 def test_foreign_truncated_and_future_files(tmp_path: Path) -> None:

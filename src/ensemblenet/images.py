@@ -35,6 +35,9 @@ _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
+# Only the formats IMAGE_EXTENSIONS stands for (content sniffing still opens a PNG named .jpg). This
+# also keeps PIL from handing crafted files to plugins such as EPS, which runs Ghostscript.
+FORMATS = ("JPEG", "PNG", "BMP", "DIB", "GIF", "WEBP", "TIFF")  # JPEG includes MPO
 _BOMB_HINT = (
     "PIL refuses it as a possible decompression bomb; if you trust the file, raise "
     "PIL.Image.MAX_IMAGE_PIXELS (now {limit}) before loading"
@@ -64,7 +67,7 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         return f"{exc} {_BOMB_HINT.format(limit=Image.MAX_IMAGE_PIXELS)}"
     if isinstance(exc, UnidentifiedImageError):
-        return "not an image PIL can identify (wrong extension, or not an image at all)"
+        return "not an image in a supported format (JPEG, PNG, BMP, GIF, WebP, TIFF)"
     text = str(exc) or "no details"
     return f"{type(exc).__name__}: {text}"
 
@@ -92,7 +95,7 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
         try:
             if file.stat().st_size == 0:
                 raise UnreadableImageError(file, "empty file (0 bytes)")
-            with Image.open(file) as opened:
+            with Image.open(file, formats=FORMATS) as opened:
                 opened.load()
                 rgb = _to_rgb(_exif_transposed(opened, file))
                 if rgb is opened:  # never hand out the image tied to the (closing) file
@@ -165,7 +168,7 @@ def check_image(path: str | os.PathLike[str]) -> str | None:
         try:
             if file.stat().st_size == 0:
                 return "empty file (0 bytes)"
-            with Image.open(file) as image:
+            with Image.open(file, formats=FORMATS) as image:
                 fmt = image.format
                 start = image.tile[0][2] if image.tile else None
                 image.verify()

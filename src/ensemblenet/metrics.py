@@ -3,12 +3,13 @@
 Plain tensor code with no state, so the trainer, the ensemble and tests all measure the same way.
 
 >>> import torch
+>>> from ensemblenet.metrics import accuracy, confusion_matrix, log_loss
 >>> probs = torch.tensor([[0.8, 0.2], [0.4, 0.6], [0.7, 0.3]])
 >>> labels = torch.tensor([0, 1, 1])
 >>> accuracy(probs, labels)
 0.6666666666666666
 >>> round(log_loss(probs, labels), 4)  # -(ln 0.8 + ln 0.6 + ln 0.3) / 3
-0.6423
+0.646
 >>> confusion_matrix(probs.argmax(dim=1), labels, num_classes=2)
 tensor([[1, 0],
         [1, 1]])

@@ -40,7 +40,7 @@ class Samples:
 
     def __post_init__(self) -> None:
         # Accept lists and strings from callers building Samples by hand; store canonical tuples.
-        object.__setattr__(self, "paths", tuple(Path(p) for p in self.paths))
+        object.__setattr__(self, "paths", tuple(p if isinstance(p, Path) else Path(p) for p in self.paths))
         object.__setattr__(self, "labels", tuple(operator.index(label) for label in self.labels))
         object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
         object.__setattr__(self, "skipped", tuple((Path(p), str(r)) for p, r in self.skipped))
@@ -109,9 +109,6 @@ def describe_skipped(samples: Samples, indices: Sequence[int]) -> str:
     names = ", ".join(str(samples.paths[i]) for i in unique[:_SHOWN])
     more = f" and {len(unique) - _SHOWN} more" if len(unique) > _SHOWN else ""
     return f"{len(unique)} unreadable image(s) skipped: {names}{more}"
-
-
-# --- splitting --------------------------------------------------------------------------------
 
 
 def _rng(seed: int, name: str) -> np.random.Generator:

@@ -124,6 +124,7 @@ class VoteStrategy:
     The result is float64 whatever the input dtype: the tie-break term is below float32 resolution.
 
     >>> import torch
+    >>> from ensemblenet.strategies import VoteStrategy
     >>> probs = torch.tensor([[[0.9, 0.1]], [[0.3, 0.7]]])  # one vote each; mean 0.6 vs 0.4
     >>> VoteStrategy().combine(probs).argmax(dim=1)
     tensor([0])
@@ -236,6 +237,7 @@ def resolve_strategy(
 ) -> Strategy:
     """Turn a name (settings as ``kwargs``), a strategy object or a function into a strategy.
 
+    >>> from ensemblenet.strategies import resolve_strategy
     >>> resolve_strategy("weighted", weights=[3, 1]).weights
     tensor([0.7500, 0.2500], dtype=torch.float64)
 
