@@ -41,19 +41,25 @@ DEMO_LIMIT = 600
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, help=f"image folder (default: the demo subset of {DEFAULT_DATA})")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", type=Path, help=f"image folder (default: the demo subset of {DEFAULT_DATA})"
+    )
     parser.add_argument(
         "--limit",
         type=int,
-        help=f"use a stratified subset of this many images (0 = all; default {DEMO_LIMIT} without --data, 0 with it)",
+        help=f"stratified subset size (0 = all; default {DEMO_LIMIT} without --data, 0 with it)",
     )
     parser.add_argument(
         "--members",
         default=DEFAULT_MEMBERS,
         help="comma-separated backbones, each optionally NAME=WEIGHTS (a weights name or a local file)",
     )
-    parser.add_argument("--recipe", choices=["seed"], default="seed", help="seed: the reference notebook's recipe")
+    parser.add_argument(
+        "--recipe", choices=["seed"], default="seed", help="seed: the reference notebook's recipe"
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
@@ -109,7 +115,11 @@ def hardware() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    info: dict[str, Any] = {"cpu": cpu, "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -122,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     samples, banner = choose_data(args)
     print(banner)
     train, val, test = split_samples(samples, seed=args.seed)
-    print(f"split: train {len(train)} / val {len(val)} / test {len(test)} (the notebook's 16,000/4,500/4,500 proportions)")
+    print(
+        f"split: train {len(train)} / val {len(val)} / test {len(test)} "
+        "(the notebook's 16,000/4,500/4,500 proportions)"
+    )
 
     members, member_rows = [], []
     for spec in args.members.split(","):
@@ -145,8 +158,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: test accuracy {result.test.accuracy:.4f}  ({seconds:.0f}s)" if result.test else name)
         members.append(result.model)
         member_rows.append(
-            {"backbone": name, "weights": weights or "DEFAULT", "seconds": round(seconds, 1),
-             "history": result.history.to_dict()["records"], "checkpoint": str(result.path)}
+            {
+                "backbone": name,
+                "weights": weights or "DEFAULT",
+                "seconds": round(seconds, 1),
+                "history": result.history.to_dict()["records"],
+                "checkpoint": str(result.path),
+            }
         )
 
     ensemble = Ensemble(members, strategy="mean")
@@ -156,8 +174,16 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "data": banner.splitlines()[0],
         "split": {"train": len(train), "val": len(val), "test": len(test)},
-        "recipe": {"name": args.recipe, "freeze": "bn_only", "head": "mlp(512)", "optimizer": "adam", "lr": 1e-3,
-                   "epochs": args.epochs, "batch_size": args.batch_size, "resize": "squash to the backbone size"},
+        "recipe": {
+            "name": args.recipe,
+            "freeze": "bn_only",
+            "head": "mlp(512)",
+            "optimizer": "adam",
+            "lr": 1e-3,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "resize": "squash to the backbone size",
+        },
         "members": member_rows,
         "test": evaluation.to_dict(),
         "seed": args.seed,

@@ -52,7 +52,9 @@ def tiny_model() -> Callable[..., TransferModel]:
     return make_tiny_model
 
 
-def write_class_folder(root: Path, per_class: int = 12, size: tuple[int, int] = (24, 24), seed: int = 0) -> Path:
+def write_class_folder(
+    root: Path, per_class: int = 12, size: tuple[int, int] = (24, 24), seed: int = 0
+) -> Path:
     """Two visually separable classes: 'cats' mostly red, 'dogs' mostly blue, with noise."""
     rng = np.random.default_rng(seed)
     for cls, channel in (("cats", 0), ("dogs", 2)):
@@ -70,7 +72,9 @@ def image_folder(tmp_path: Path) -> Path:
     return write_class_folder(tmp_path / "images")
 
 
-def separable_loader(n: int = 64, size: int = 16, batch_size: int = 16, seed: int = 0) -> torch.utils.data.DataLoader:
+def separable_loader(
+    n: int = 64, size: int = 16, batch_size: int = 16, seed: int = 0
+) -> torch.utils.data.DataLoader:
     """A DataLoader of (uint8 images, labels) whose class is the dominant colour channel."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % 2
@@ -78,7 +82,9 @@ def separable_loader(n: int = 64, size: int = 16, batch_size: int = 16, seed: in
     images[labels == 0, 0] = 200
     images[labels == 1, 2] = 200
     dataset = torch.utils.data.TensorDataset(images, labels)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator())
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator()
+    )
 
 
 def require_shared_data(*parts: str) -> Path:

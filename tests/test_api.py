@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from ensemblenet import ClassMismatchError, Ensemble, InputSpec, finetune, load_model, scan_folder, split_samples
+from ensemblenet import (
+    ClassMismatchError,
+    Ensemble,
+    InputSpec,
+    finetune,
+    load_model,
+    scan_folder,
+    split_samples,
+)
 
 from .conftest import require_shared_data, write_class_folder
 

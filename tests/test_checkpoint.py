@@ -13,13 +13,13 @@ import torch
 from ensemblenet import CheckpointError, InputSpec, create_model, load_model, save_model
 from ensemblenet.checkpoint import FORMAT_VERSION, atomic_save, load_checkpoint
 
-HUBCONF = '''
+HUBCONF = """
 dependencies = ["torch", "torchvision"]
 
 def tiny_resnet(weights=None, **kwargs):
     from torchvision.models.resnet import BasicBlock, ResNet
     return ResNet(BasicBlock, [1, 1, 1, 1], num_classes=10)
-'''
+"""
 
 
 @pytest.fixture
@@ -64,7 +64,9 @@ def assert_round_trip(backbone: str, tmp_path: Path, **kw: object) -> None:
 
 
 def test_round_trip_torchvision_resnet18(tmp_path: Path) -> None:
-    assert_round_trip("torchvision:resnet18", tmp_path, head={"name": "mlp", "hidden": 32, "activation": "relu"})
+    assert_round_trip(
+        "torchvision:resnet18", tmp_path, head={"name": "mlp", "hidden": 32, "activation": "relu"}
+    )
 
 
 def test_round_trip_torchvision_mobilenet_v2(tmp_path: Path) -> None:
@@ -82,7 +84,10 @@ def test_round_trip_hub(tmp_path: Path, cached_hub_repo: str) -> None:
 
 def test_head_is_rebuilt_with_its_own_settings(tmp_path: Path) -> None:
     model = create_model(
-        "torchvision:resnet18", ["a", "b", "c"], head={"name": "mlp", "hidden": 48, "dropout": 0.3}, input_spec=SMALL
+        "torchvision:resnet18",
+        ["a", "b", "c"],
+        head={"name": "mlp", "hidden": 48, "dropout": 0.3},
+        input_spec=SMALL,
     )
     loaded = load_model(save_model(model, tmp_path / "m.pt"))
     assert loaded.config.head == {"name": "mlp", "hidden": 48, "activation": None, "dropout": 0.3}
@@ -102,7 +107,9 @@ def test_file_is_plain_data(tmp_path: Path) -> None:
     assert payload["config"]["spec"]["size"] == [64, 64]
 
 
-def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_atomic_save_keeps_old_file_when_writing_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "m.pt"
     atomic_save({"version": "old"}, target)
 
@@ -140,7 +147,7 @@ def test_pickled_code_is_refused(tmp_path: Path) -> None:
     with plain_pickle.open("wb") as f:
         pickle.dump({"format": "ensemblenet.model", "x": Exploit()}, f)
     for path in (crafted, plain_pickle):
-        with pytest.raises(CheckpointError, match="refused|cannot read"):
+        with pytest.raises(CheckpointError, match=r"refused|cannot read"):
             load_model(path)
 
 

@@ -9,7 +9,7 @@ import torch
 import torchvision
 from torch import nn
 
-from ensemblenet import ConfigError, Trainer, TrainConfig, UnknownNameError, register_freeze_policy
+from ensemblenet import ConfigError, TrainConfig, Trainer, UnknownNameError, register_freeze_policy
 from ensemblenet.freeze import FREEZE_POLICIES, FreezePolicy, FreezeUnfreeze, resolve_freeze, set_trainable
 from ensemblenet.model import ModelConfig, TransferModel
 from ensemblenet.spec import InputSpec
@@ -22,7 +22,9 @@ def resnet18_model(seed: int = 0) -> TransferModel:
     torch.manual_seed(seed)
     net = torchvision.models.resnet18()
     net.fc = nn.Identity()
-    config = ModelConfig("torchvision:resnet18", {"name": "linear", "dropout": 0.0}, ("a", "b"), InputSpec(), 512)
+    config = ModelConfig(
+        "torchvision:resnet18", {"name": "linear", "dropout": 0.0}, ("a", "b"), InputSpec(), 512
+    )
     return TransferModel(net, nn.Linear(512, 2), config)
 
 

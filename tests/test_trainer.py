@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from ensemblenet import ConfigError, Trainer, TrainConfig, TrainingError
+from ensemblenet import ConfigError, TrainConfig, Trainer, TrainingError
 from ensemblenet.callbacks import EarlyStopping, ModelCheckpoint
 from ensemblenet.schedules import lr_factor
 
@@ -61,7 +62,10 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path: Path)
     Trainer(
         config(epochs=3, schedule="cosine"),
         freeze="none",
-        callbacks=[ModelCheckpoint(tmp_path / "best.pt", restore_best=False, last_path=last), StopAfterFirst()],
+        callbacks=[
+            ModelCheckpoint(tmp_path / "best.pt", restore_best=False, last_path=last),
+            StopAfterFirst(),
+        ],
     ).fit(first, separable_loader())
 
     resumed = make_tiny_model(seed=123)  # different init: everything must come from the file
@@ -76,7 +80,9 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path: Path)
 def test_non_finite_loss_stops_with_epoch_and_step() -> None:
     model = make_tiny_model()
     images = torch.full((8, 3, 16, 16), float("nan"))
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, torch.zeros(8, dtype=torch.long)))
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(images, torch.zeros(8, dtype=torch.long))
+    )
     before = {k: v.clone() for k, v in model.named_parameters()}
     with pytest.raises(TrainingError, match=r"epoch 1, step 1"):
         Trainer(config(), freeze="none").fit(model, loader)
@@ -118,7 +124,7 @@ def test_bad_config_values_are_named() -> None:
         TrainConfig(epochs=0)
     with pytest.raises(ConfigError, match="device"):
         Trainer(device="gpu9")
-    with pytest.raises(ConfigError, match="monitor|metric"):
+    with pytest.raises(ConfigError, match=r"monitor|metric"):
         ModelCheckpoint("x.pt", monitor="val_acc").on_epoch_end(
             None,  # type: ignore[arg-type]
             make_tiny_model(),
@@ -140,7 +146,7 @@ def test_schedules_start_high_and_warm_up(schedule: str) -> None:
     assert all(0.0 <= f <= 1.0 for f in factors)
     if schedule != "constant":
         assert factors[-1] < 0.05
-        assert all(a >= b for a, b in zip(factors[9:], factors[10:], strict=False))
+        assert all(a >= b for a, b in itertools.pairwise(factors[9:]))
 
 
 def test_adamw_and_sgd_train() -> None:

@@ -5,11 +5,21 @@
 
 from ._version import __version__
 from .api import FinetuneResult, finetune
-from .backbones import Backbone, load_backbone
+from .backbones import Backbone, load_backbone, register_source
 from .callbacks import Callback, EarlyStopping, ModelCheckpoint
 from .checkpoint import load_model, save_model
-from .data import DEFAULT_SPLIT, Samples, scan_folder, split_samples
-from .ensemble import Ensemble
+from .data import (
+    DEFAULT_SPLIT,
+    ImageDataset,
+    Samples,
+    UnreadableImageError,
+    View,
+    load_image,
+    make_loader,
+    scan_folder,
+    split_samples,
+)
+from .ensemble import Ensemble, EnsembleEvaluation, MemberEvaluation
 from .errors import (
     CheckpointError,
     ClassMismatchError,
@@ -35,8 +45,9 @@ from .heads import LinearHead, MLPHead, register_head
 from .history import EpochRecord, Evaluation, History
 from .model import TransferModel, create_model
 from .spec import InputSpec
-from .strategies import register_strategy
+from .strategies import MeanStrategy, Strategy, VoteStrategy, WeightedStrategy, register_strategy
 from .trainer import TrainConfig, Trainer
+from .weights import list_offline_weights, register_offline_weights
 
 __all__ = [
     "DEFAULT_SPLIT",
@@ -50,6 +61,7 @@ __all__ = [
     "DuplicateNameError",
     "EarlyStopping",
     "Ensemble",
+    "EnsembleEvaluation",
     "EnsembleNetError",
     "EpochRecord",
     "Evaluation",
@@ -58,27 +70,40 @@ __all__ = [
     "FreezeUnfreeze",
     "HeadOnly",
     "History",
+    "ImageDataset",
     "InputSpec",
     "LinearHead",
     "MLPHead",
+    "MeanStrategy",
+    "MemberEvaluation",
     "MissingDependencyError",
     "ModelCheckpoint",
     "NoFreeze",
     "Samples",
+    "Strategy",
     "TrainConfig",
     "Trainer",
     "TrainingError",
     "TransferModel",
     "UnknownNameError",
+    "UnreadableImageError",
+    "View",
+    "VoteStrategy",
+    "WeightedStrategy",
     "WeightsError",
     "WeightsUnavailableError",
     "__version__",
     "create_model",
     "finetune",
+    "list_offline_weights",
     "load_backbone",
+    "load_image",
     "load_model",
+    "make_loader",
     "register_freeze_policy",
     "register_head",
+    "register_offline_weights",
+    "register_source",
     "register_strategy",
     "save_model",
     "scan_folder",

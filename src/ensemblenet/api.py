@@ -117,7 +117,13 @@ def finetune(
         A :class:`FinetuneResult` with the model (best weights restored), history, path and the
         test-split evaluation when there is one.
     """
-    shortcuts = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed, "progress": progress}
+    shortcuts: dict[str, Any] = {
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": batch_size,
+        "seed": seed,
+        "progress": progress,
+    }
     cfg = dataclasses.replace(
         config or TrainConfig(), **{k: v for k, v in shortcuts.items() if v is not None}
     )

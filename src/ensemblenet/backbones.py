@@ -316,7 +316,11 @@ def _from_catalog(backbone: str, names: tuple[str, ...], build: Callable[[], nn.
     for weights_name in dict.fromkeys(names):
         path = offline_weights_path(backbone, weights_name)
         if path is not None:
-            logger.info("weights %r for %s from the offline catalog: %s", weights_name, backbone, path)
+            entry = offline_weights_entry(backbone, weights_name)
+            note = f" ({entry.note})" if entry is not None and entry.note else ""
+            logger.info(
+                "weights %r for %s from the offline catalog: %s%s", weights_name, backbone, path, note
+            )
             model: nn.Module = build()
             load_into(model, read_state_dict(path), source=str(path))
             return model

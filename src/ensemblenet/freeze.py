@@ -203,5 +203,5 @@ def resolve_freeze(policy: str | FreezePolicy) -> FreezePolicy:
 def policy_config(policy: FreezePolicy) -> dict[str, Any]:
     """``{"name": ..., **settings}`` for logs and checkpoints (empty name if unregistered)."""
     name = FREEZE_POLICIES.name_of(policy) or type(policy).__name__
-    settings = dataclasses.asdict(policy) if dataclasses.is_dataclass(policy) else {}
+    settings: dict[str, Any] = dataclasses.asdict(policy) if dataclasses.is_dataclass(policy) else {}
     return {"name": name, **settings}  # type: ignore[dict-item]

@@ -35,10 +35,10 @@ class InputSpec:
     interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
-        size = self.size
-        if isinstance(size, int):
-            size = (size, size)
-        size = tuple(int(s) for s in size)
+        raw: Any = self.size
+        if isinstance(raw, int):
+            raw = (raw, raw)
+        size = tuple(int(s) for s in raw)
         if len(size) != 2 or min(size) < 1:
             raise ConfigError(f"InputSpec.size must be (height, width) with positive ints, got {self.size!r}")
         object.__setattr__(self, "size", size)
