@@ -86,6 +86,15 @@ class ModelCheckpoint(Callback):
         self.best: float | None = None
         self.best_epoch: int | None = None
 
+    def on_fit_start(self, trainer: Trainer, model: TransferModel) -> None:
+        # A resumed run starts with the restored history: remember its best epoch, so an epoch worse
+        # than one before the interruption does not overwrite the best file.
+        self.best = self.best_epoch = None
+        for record in trainer.history.records:
+            value = record.get(self.monitor)
+            if _improved(value, self.best, self.mode):
+                self.best, self.best_epoch = value, record.epoch
+
     def on_epoch_end(self, trainer: Trainer, model: TransferModel, record: EpochRecord) -> None:
         from .checkpoint import save_model
 
@@ -120,6 +129,16 @@ class EarlyStopping(Callback):
         self.min_delta = min_delta
         self.best: float | None = None
         self.bad_epochs = 0
+
+    def on_fit_start(self, trainer: Trainer, model: TransferModel) -> None:
+        # Replay a resumed run's history so patience counts across the interruption.
+        self.best, self.bad_epochs = None, 0
+        for record in trainer.history.records:
+            value = record.get(self.monitor)
+            if _improved(value, self.best, self.mode, self.min_delta):
+                self.best, self.bad_epochs = value, 0
+            else:
+                self.bad_epochs += 1
 
     def on_epoch_end(self, trainer: Trainer, model: TransferModel, record: EpochRecord) -> None:
         value = record.get(self.monitor)

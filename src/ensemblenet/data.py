@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import operator
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -30,6 +31,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from .cache import DecodedCache, cached_item
 from .errors import ConfigError
 from .images import UnreadableImageError, View, check_image, load_image
 from .samples import DEFAULT_SPLIT, Samples, describe_skipped, split_samples
@@ -96,13 +98,28 @@ class ImageDataset(Dataset[Item]):
     """
 
     def __init__(
-        self, samples: Samples, views: ViewLike | Sequence[ViewLike], *, augment: bool = False
+        self,
+        samples: Samples,
+        views: ViewLike | Sequence[ViewLike],
+        *,
+        augment: bool = False,
+        cache: DecodedCache | str | os.PathLike[str] | None = None,
+        fast_decode: bool = False,
     ) -> None:
         if not isinstance(samples, Samples):
             raise ConfigError(f"ImageDataset needs a Samples (see scan_folder), got {type(samples).__name__}")
         self.samples = samples
         self.views: tuple[View, ...] = _as_views(views)
         self.augment = bool(augment)
+        self.fast_decode = bool(fast_decode)
+        if cache is not None and not isinstance(cache, DecodedCache):
+            cache = DecodedCache(cache)
+        self.cache: DecodedCache | None = cache
+        self._view_caches = (
+            None
+            if cache is None
+            else tuple(cache.view_cache(samples.paths, v.size, v.interpolation) for v in self.views)
+        )
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -125,8 +142,10 @@ class ImageDataset(Dataset[Item]):
         if not 0 <= index < len(self):  # IndexError, as the Dataset protocol expects
             raise IndexError(f"index {i} is out of range for a dataset of {len(self)} images")
         path = self.samples.paths[index]
+        if self._view_caches is not None:
+            return cached_item(self, index)
         try:
-            image = load_image(path)
+            image = load_image(path, size=self._draft_size())
         except UnreadableImageError as exc:
             logger.warning("skipping image %s: %s", path, exc.reason)
             return Skipped(index, exc.reason)
@@ -134,6 +153,12 @@ class ImageDataset(Dataset[Item]):
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         tensors = tuple(view.apply(image) for view in self.views)
         return tensors, self.samples.labels[index], index
+
+    def _draft_size(self) -> tuple[int, int] | None:
+        """The size JPEG draft decoding may reduce to (the largest view), when ``fast_decode`` is on."""
+        if not self.fast_decode:
+            return None
+        return max(v.size[0] for v in self.views), max(v.size[1] for v in self.views)
 
 
 @dataclass
@@ -207,12 +232,18 @@ def make_loader(
     seed: int = 0,
     drop_last: bool = False,
     pin_memory: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+    fast_decode: bool = False,
 ) -> DataLoader[Any]:
     """A DataLoader over ``samples`` that yields :class:`Batch` objects.
 
     The order is drawn from a ``torch.Generator`` seeded with ``seed``: each new iteration
     (epoch) gets a new order, and the sequence of orders is the same for the same seed. Worker
     processes are seeded from the same generator.
+
+    ``cache_dir`` keeps decoded, resized ``uint8`` images on disk (see :mod:`ensemblenet.cache`)
+    so later epochs skip decoding; ``fast_decode`` lets JPEGs decode at a reduced scale that is
+    still at least the view size (PIL draft mode; see :func:`~ensemblenet.data.load_image`).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -220,7 +251,7 @@ def make_loader(
         raise ConfigError(
             f"num_workers must be an int >= 0 (0 = load in the main process), got {num_workers!r}"
         )
-    dataset = ImageDataset(samples, views, augment=augment)
+    dataset = ImageDataset(samples, views, augment=augment, cache=cache_dir, fast_decode=fast_decode)
     generator = torch.Generator()
     generator.manual_seed(int(seed))
     return DataLoader(

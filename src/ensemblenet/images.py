@@ -72,8 +72,14 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def load_image(path: str | os.PathLike[str]) -> Image.Image:
+def load_image(path: str | os.PathLike[str], size: tuple[int, int] | None = None) -> Image.Image:
     """Decode ``path`` into an RGB image, rotated as its EXIF orientation says.
+
+    With ``size`` = (height, width), a JPEG may be decoded at a reduced scale (PIL's draft mode:
+    1/2, 1/4 or 1/8, done inside the DCT, so much faster for large photos) chosen so that both
+    sides stay at least ``max(size)``; the result is then resized as usual. The pixels differ from
+    a full decode followed by the same resize by a few grey levels (see ``tests/test_cache.py``).
+    Other formats, and ``size=None`` (the default), decode at full resolution.
 
     Mode conversions: ``1``/``L``/``CMYK``/``YCbCr`` convert directly; anything with alpha or a
     transparency key (``LA``, ``P``, ``PA``, ``RGBA``...) is composited on white, not stripped
@@ -96,6 +102,10 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
             if file.stat().st_size == 0:
                 raise UnreadableImageError(file, "empty file (0 bytes)")
             with Image.open(file, formats=FORMATS) as opened:
+                if size is not None and opened.format in ("JPEG", "MPO"):
+                    # Both sides >= the larger target side, so a 90-degree EXIF rotation is still safe.
+                    side = max(int(size[0]), int(size[1]))
+                    opened.draft("RGB", (side, side))
                 opened.load()
                 rgb = _to_rgb(_exif_transposed(opened, file))
                 if rgb is opened:  # never hand out the image tied to the (closing) file

@@ -27,8 +27,10 @@ tensor([[0.6000, 0.4000]])
 tensor([[0.6500, 0.3500]])
 >>> STRATEGIES.unregister("doc_max")
 
-Built in: ``"mean"`` (soft vote), ``"vote"`` (hard majority vote) and ``"weighted"`` (weighted
-soft vote, with weights given or fitted on validation data).
+Built in: ``"mean"`` (soft vote), ``"geometric"`` (mean of log-probabilities, renormalized),
+``"vote"`` (hard majority vote) and ``"weighted"`` (weighted soft vote, with weights given or
+fitted on validation data); :mod:`ensemblenet.selection` adds ``"greedy"`` and ``"stacking"``,
+:mod:`ensemblenet.calibration` adds ``"calibrated"``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from .registry import Registry
 __all__ = [
     "STRATEGIES",
     "CallableStrategy",
+    "GeometricStrategy",
     "MeanStrategy",
     "Strategy",
     "VoteStrategy",
@@ -106,6 +109,29 @@ class MeanStrategy:
 
     def __repr__(self) -> str:
         return "MeanStrategy()"
+
+
+@register_strategy("geometric")
+class GeometricStrategy:
+    """Geometric mean: ``softmax(mean_m log probs[m])``, i.e. the renormalized product of experts.
+
+    Probabilities are clamped to at least 1e-7 before the log, so one member's hard zero cannot
+    veto a class on its own.
+
+    >>> import torch
+    >>> from ensemblenet.strategies import GeometricStrategy
+    >>> GeometricStrategy().combine(torch.tensor([[[0.9, 0.1]], [[0.1, 0.9]]]))
+    tensor([[0.5000, 0.5000]])
+    """
+
+    needs_fit = False
+
+    def combine(self, probs: torch.Tensor) -> torch.Tensor:
+        probs = check_member_probs(probs)
+        return torch.softmax(torch.log(probs.clamp_min(1e-7)).mean(dim=0), dim=-1)
+
+    def __repr__(self) -> str:
+        return "GeometricStrategy()"
 
 
 @register_strategy("vote")
@@ -210,6 +236,15 @@ class WeightedStrategy:
         uniform_loss = log_loss(_weighted_mean(probs, uniform), labels)
         self._weights = fitted if math.isfinite(fitted_loss) and fitted_loss <= uniform_loss else uniform
         self.needs_fit = False
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain-data state, for saving an ensemble to one file."""
+        return {"weights": None if self._weights is None else self._weights.tolist()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        weights = state.get("weights")
+        self._weights = None if weights is None else _normalize_weights(weights)
+        self.needs_fit = weights is None
 
     def __repr__(self) -> str:
         shown = None if self._weights is None else [round(w, 4) for w in self._weights.tolist()]

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -57,6 +58,8 @@ class TrainConfig:
         grad_clip: max gradient norm, or None.
         label_smoothing: passed to the cross-entropy loss.
         progress: show progress bars.
+        cache_dir: a folder for the decoded-image cache (see :mod:`ensemblenet.cache`): images are
+            decoded and resized once, later epochs read ``uint8`` pixels from it. None: off.
     """
 
     epochs: int = 2
@@ -75,6 +78,7 @@ class TrainConfig:
     grad_clip: float | None = None
     label_smoothing: float = 0.0
     progress: bool = True
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         def bad(name: str, rule: str) -> ConfigError:
@@ -122,6 +126,10 @@ class Trainer:
         config: a :class:`TrainConfig` (or keyword overrides of the default one).
         freeze: a policy name (``"bn_only"``, ``"head_only"``, ``"none"``, ``"freeze_unfreeze"``) or object.
         callbacks: e.g. :class:`~ensemblenet.ModelCheckpoint`, :class:`~ensemblenet.EarlyStopping`.
+        state_path: where :meth:`fit` keeps a resumable state (see :meth:`save_state`): written before
+            the first epoch and after every epoch, atomically, so a run killed at any moment (SIGKILL,
+            Ctrl-C, power loss) continues with ``fit(..., resume=state_path)`` from its last completed
+            epoch and, thanks to per-epoch seeding, reaches the same weights as an uninterrupted run.
     """
 
     def __init__(
@@ -130,12 +138,14 @@ class Trainer:
         *,
         freeze: str | FreezePolicy = "bn_only",
         callbacks: Sequence[Callback] = (),
+        state_path: str | os.PathLike[str] | None = None,
         **overrides: Any,
     ) -> None:
         config = config or TrainConfig()
         self.config = dataclasses.replace(config, **overrides) if overrides else config
         self.policy = resolve_freeze(freeze)
         self.callbacks = list(callbacks)
+        self.state_path = Path(state_path) if state_path is not None else None
         self.device = resolve_device(self.config.device)
         self.should_stop = False
         self.optimizer: torch.optim.Optimizer | None = None
@@ -169,6 +179,7 @@ class Trainer:
             augment=train and cfg.augment,
             num_workers=cfg.num_workers,
             seed=cfg.seed,
+            cache_dir=cfg.cache_dir,
         )
 
     def _autocast(self) -> Any:
@@ -221,7 +232,28 @@ class Trainer:
             val: validation data (same kinds), or None to skip validation.
             resume: a state file written by :meth:`save_state` (or ``ModelCheckpoint(last_path=...)``):
                 continue from the epoch after it with the saved optimizer, schedule and history.
+
+        Raises:
+            KeyboardInterrupt: re-raised after logging where the resumable state is (with ``state_path``
+                set, that file holds the last completed epoch, so the interrupted epoch is redone).
         """
+        try:
+            return self._fit(model, train, val, resume)
+        except KeyboardInterrupt:
+            if self.state_path is not None and self.state_path.is_file():
+                log.warning(
+                    "interrupted in epoch %d; %s holds the state after epoch %d: resume with "
+                    "fit(..., resume=%r)",
+                    len(self.history) + 1,
+                    self.state_path,
+                    len(self.history),
+                    str(self.state_path),
+                )
+            raise
+
+    def _fit(
+        self, model: TransferModel, train: Any, val: Any, resume: str | os.PathLike[str] | None
+    ) -> History:
         cfg = self.config
         model.to(self.device)
         train_loader = self._loader(train, model, train=True)
@@ -235,6 +267,8 @@ class Trainer:
         self.should_stop = False
         for cb in self.callbacks:
             cb.on_fit_start(self, model)
+        if self.state_path is not None and (resume is None or Path(resume) != self.state_path):
+            self.save_state(model, self.state_path)  # from here on there is always a state to resume
 
         for epoch in range(start_epoch, cfg.epochs):
             started = time.perf_counter()
@@ -284,6 +318,8 @@ class Trainer:
             log.info("%s", record)
             for cb in self.callbacks:
                 cb.on_epoch_end(self, model, record)
+            if self.state_path is not None:
+                self.save_state(model, self.state_path)
             if self.should_stop:
                 break
 
