@@ -52,7 +52,8 @@ run_tests() {
   "$bin/sphinx-build" -W --keep-going -q -b html docs docs/_build/html
   "$bin/sphinx-build" -W --keep-going -q -b doctest docs docs/_build/doctest
   echo "[test] pytest"
-  "$bin/python" -m pytest "$@"
+  # Module docstring examples run too (__main__ would start the CLI, so it is left out).
+  "$bin/python" -m pytest --doctest-modules src/ensemblenet tests --ignore=src/ensemblenet/__main__.py "$@"
 }
 
 cmd="${1:-}"

@@ -9,15 +9,16 @@ import ensemblenet
 
 EXPECTED = {
     "Backbone", "BatchNormOnly", "Callback", "CheckpointError", "ClassMismatchError", "ConfigError",
-    "DEFAULT_SPLIT", "DataError", "DuplicateNameError", "EarlyStopping", "Ensemble", "EnsembleEvaluation",
-    "EnsembleNetError", "EpochRecord", "Evaluation", "FinetuneResult", "FreezePolicy", "FreezeUnfreeze",
-    "HeadOnly", "History", "ImageDataset", "InputSpec", "LinearHead", "MLPHead", "MeanStrategy",
-    "MemberEvaluation", "MissingDependencyError", "ModelCheckpoint", "NoFreeze", "Samples", "Strategy",
-    "TrainConfig", "Trainer", "TrainingError", "TransferModel", "UnknownNameError", "UnreadableImageError",
-    "View", "VoteStrategy", "WeightedStrategy", "WeightsError", "WeightsUnavailableError", "__version__",
-    "create_model", "finetune", "list_offline_weights", "load_backbone", "load_image", "load_model",
-    "make_loader", "register_freeze_policy", "register_head", "register_offline_weights", "register_source",
-    "register_strategy", "save_model", "scan_folder", "split_samples",
+    "DEFAULT_SPLIT", "DataError", "DecodedCache", "DuplicateNameError", "EarlyStopping", "Ensemble",
+    "EnsembleEvaluation", "EnsembleNetError", "EpochRecord", "Evaluation", "FinetuneResult", "FreezePolicy",
+    "FreezeStages", "FreezeUnfreeze", "HeadOnly", "History", "ImageDataset", "InputSpec", "LinearHead",
+    "MLPHead", "MeanStrategy", "MemberEvaluation", "MissingDependencyError", "ModelCheckpoint", "NoFreeze",
+    "Samples", "Strategy", "TrainConfig", "Trainer", "TrainingError", "TransferModel", "UnknownNameError",
+    "UnreadableImageError", "View", "VoteStrategy", "WeightedStrategy", "WeightsError",
+    "WeightsUnavailableError", "__version__", "create_model", "finetune", "fit_with_feature_cache",
+    "list_offline_weights", "load_backbone", "load_image", "load_model", "make_loader", "optimize_for_cpu",
+    "register_freeze_policy", "register_head", "register_offline_weights", "register_source",
+    "register_strategy", "save_model", "scan_folder", "split_samples"
 }  # fmt: skip
 
 

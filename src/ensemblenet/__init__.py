@@ -6,6 +6,7 @@
 from ._version import __version__
 from .api import FinetuneResult, finetune
 from .backbones import Backbone, load_backbone, register_source
+from .cache import DecodedCache
 from .callbacks import Callback, EarlyStopping, ModelCheckpoint
 from .checkpoint import load_model, save_model
 from .data import (
@@ -33,6 +34,8 @@ from .errors import (
     WeightsError,
     WeightsUnavailableError,
 )
+from .fast import optimize_for_cpu
+from .features import FreezeStages, fit_with_feature_cache
 from .freeze import (
     BatchNormOnly,
     FreezePolicy,
@@ -58,6 +61,7 @@ __all__ = [
     "ClassMismatchError",
     "ConfigError",
     "DataError",
+    "DecodedCache",
     "DuplicateNameError",
     "EarlyStopping",
     "Ensemble",
@@ -67,6 +71,7 @@ __all__ = [
     "Evaluation",
     "FinetuneResult",
     "FreezePolicy",
+    "FreezeStages",
     "FreezeUnfreeze",
     "HeadOnly",
     "History",
@@ -95,11 +100,13 @@ __all__ = [
     "__version__",
     "create_model",
     "finetune",
+    "fit_with_feature_cache",
     "list_offline_weights",
     "load_backbone",
     "load_image",
     "load_model",
     "make_loader",
+    "optimize_for_cpu",
     "register_freeze_policy",
     "register_head",
     "register_offline_weights",

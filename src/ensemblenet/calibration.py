@@ -8,12 +8,14 @@ Binning of the ECE, stated once: **top-label** confidence (the largest probabili
 
 >>> import torch
 >>> from ensemblenet.calibration import brier_score, expected_calibration_error
->>> probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+>>> probs = torch.tensor([[0.95, 0.05], [0.85, 0.15], [0.25, 0.75], [0.55, 0.45]])
 >>> labels = torch.tensor([0, 1, 1, 0])
->>> round(expected_calibration_error(probs, labels, n_bins=5), 4)  # bins (0.8,1]: 1 of 1; (0.6,0.8]: ...
-0.325
+>>> # 5 bins: (0.8, 1] holds 0.95 (right) and 0.85 (wrong): |0.5 - 0.9| * 2/4 = 0.2;
+>>> # (0.6, 0.8] holds 0.75 (right): 0.25 * 1/4; (0.4, 0.6] holds 0.55 (right): 0.45 * 1/4.
+>>> round(expected_calibration_error(probs, labels, n_bins=5), 4)
+0.375
 >>> round(brier_score(probs, labels), 4)
-0.475
+0.495
 
 Temperature scaling divides the log-probabilities by one learned ``T > 0`` and renormalizes
 (``softmax(log p / T)``, the same as dividing the logits): the predicted class never changes,
@@ -74,11 +76,16 @@ def brier_score(probs: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def apply_temperature(probs: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
-    """``softmax(log(p) / T)`` row-wise; works on ``(N, C)`` or ``(M, N, C)`` with ``T`` of shape ``(M,)``."""
+    """``softmax(log(p) / T)`` row-wise; ``(N, C)`` with a scalar ``T``, or ``(M, N, C)`` with ``T`` ``(M,)``.
+
+    Probabilities are clamped to at least 1e-7 before the log; ``T = 1`` returns them unchanged.
+    """
     t = torch.as_tensor(temperature, dtype=probs.dtype, device=probs.device)
     if t.dim() == 1:
         t = t.view(-1, *([1] * (probs.dim() - 1)))
-    return torch.softmax(torch.log(probs.clamp_min(EPS)) / t, dim=-1)
+    scaled = torch.softmax(torch.log(probs.clamp_min(EPS)) / t, dim=-1)
+    # T == 1 is the identity, exactly (no clamp/renormalization rounding): "not fitted" changes nothing.
+    return torch.where(t == 1, probs, scaled)
 
 
 def fit_temperature(probs: torch.Tensor, labels: torch.Tensor) -> float:
@@ -103,7 +110,10 @@ def fit_temperature(probs: torch.Tensor, labels: torch.Tensor) -> float:
         loss.backward()  # type: ignore[no-untyped-call]
         return loss
 
-    optimizer.step(closure)  # type: ignore[no-untyped-call]
+    from .selection import single_thread  # local: selection imports this module
+
+    with single_thread():
+        optimizer.step(closure)  # type: ignore[no-untyped-call]
     fitted = float(log_t.detach().exp().item())
     if not math.isfinite(fitted) or fitted <= 0:
         return 1.0

@@ -20,18 +20,26 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import calibration as _calibration  # noqa: F401  (registers "calibrated")
+from . import selection as _selection  # noqa: F401  (registers "greedy" and "stacking")
 from .checkpoint import load_model
 from .data import Samples, View, describe_skipped, make_loader, scan_folder
 from .errors import ClassMismatchError, ConfigError, DataError
+from .calibration import brier_score as brier
+from .calibration import expected_calibration_error as ece
 from .metrics import accuracy, log_loss
 from .model import TransferModel
 from .strategies import MeanStrategy, Strategy, WeightedStrategy, resolve_strategy, strategy_name
+from .tta import TTA, member_probs, resolve_tta
+
+if TYPE_CHECKING:
+    from .report import EnsembleReport
 
 __all__ = ["Ensemble", "EnsembleEvaluation", "MemberEvaluation"]
 
@@ -56,6 +64,8 @@ class MemberEvaluation:
     name: str
     accuracy: float
     log_loss: float
+    ece: float = math.nan  # top-label, 15 equal-width bins (ensemblenet.calibration)
+    brier: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,8 @@ class EnsembleEvaluation:
     n: int
     n_skipped: int
     strategy: str
+    ece: float = math.nan  # top-label, 15 equal-width bins (ensemblenet.calibration)
+    brier: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serializable types."""
@@ -79,12 +91,12 @@ class EnsembleEvaluation:
 
     def __str__(self) -> str:
         label = f"ensemble ({self.strategy})"
-        rows = [(m.name, m.accuracy, m.log_loss) for m in self.members] + [
-            (label, self.accuracy, self.log_loss)
+        rows = [(m.name, m.accuracy, m.log_loss, m.ece, m.brier) for m in self.members] + [
+            (label, self.accuracy, self.log_loss, self.ece, self.brier)
         ]
         width = max(len("model"), *(len(r[0]) for r in rows))
-        lines = [f"{'model':<{width}}  {'accuracy':>8}  {'log_loss':>8}"]
-        lines += [f"{name:<{width}}  {acc:>8.4f}  {loss:>8.4f}" for name, acc, loss in rows]
+        lines = [f"{'model':<{width}}  {'accuracy':>8}  {'log_loss':>8}  {'ECE':>6}  {'Brier':>6}"]
+        lines += [f"{r[0]:<{width}}  {r[1]:>8.4f}  {r[2]:>8.4f}  {r[3]:>6.4f}  {r[4]:>6.4f}" for r in rows]
         lines.append(f"n={self.n} images, {self.n_skipped} skipped (unreadable)")
         return "\n".join(lines)
 
@@ -107,6 +119,9 @@ class Ensemble:
             name, a strategy object or a function ``probs (M, N, C) -> probs (N, C)``.
         weights: one weight per member for a weighted soft vote; allowed with ``"weighted"`` and
             with the default ``"mean"`` (a weighted mean is then what is asked for).
+        tta: test-time augmentation for every member: None (off), ``"flip"``, ``"flip+crops"``
+            or a :class:`~ensemblenet.tta.TTA` (each multiplies the forward passes; see
+            :mod:`ensemblenet.tta`).
 
     Raises:
         ClassMismatchError: members whose class names or their order differ.
@@ -118,7 +133,9 @@ class Ensemble:
         members: Sequence[TransferModel],
         strategy: str | Strategy | Callable[[torch.Tensor], torch.Tensor] = "mean",
         weights: Sequence[float] | None = None,
+        tta: TTA | bool | str | None = None,
     ) -> None:
+        self.tta: TTA | None = resolve_tta(tta)
         self.members: tuple[TransferModel, ...] = tuple(members)
         if not self.members:
             raise ConfigError("an Ensemble needs at least one member model")
@@ -237,7 +254,7 @@ class Ensemble:
         probs, labels = probs[:, valid], labels[valid]
         combined = self._combine(probs)
         members = tuple(
-            MemberEvaluation(name, accuracy(p, labels), log_loss(p, labels))
+            MemberEvaluation(name, accuracy(p, labels), log_loss(p, labels), ece(p, labels), brier(p, labels))
             for name, p in zip(self.member_names, probs, strict=True)
         )
         return EnsembleEvaluation(
@@ -247,6 +264,8 @@ class Ensemble:
             n=int(labels.numel()),
             n_skipped=int((~valid).sum()) + rejected,
             strategy=strategy_name(self.strategy),
+            ece=ece(combined, labels),
+            brier=brier(combined, labels),
         )
 
     def fit_weights(self, data: Data, **kwargs: Any) -> torch.Tensor:
@@ -273,6 +292,77 @@ class Ensemble:
         weights = getattr(self.strategy, "weights", None)
         logger.info("fitted %s: weights %s", strategy_name(self.strategy), weights)
         return torch.empty(0, dtype=torch.float64) if weights is None else torch.as_tensor(weights).double()
+
+    def calibrate(self, data: Data, *, members: bool = True, **kwargs: Any) -> _calibration.CalibratedStrategy:
+        """Temperature-scale each member (``members=True``) and the ensemble on labelled validation data.
+
+        Wraps the current strategy in a :class:`~ensemblenet.calibration.CalibratedStrategy`
+        (re-fitting it on the scaled probabilities when it can be fitted) and returns it.
+        """
+        inner = self.strategy.inner if isinstance(self.strategy, _calibration.CalibratedStrategy) else self.strategy
+        calibrated = _calibration.CalibratedStrategy(inner, members=members)
+        probs, labels, valid, _ = self._labelled_probas(data, "calibrate", **kwargs)
+        calibrated.fit(probs[:, valid].double(), labels[valid])
+        self.strategy = calibrated
+        return calibrated
+
+    def report(
+        self,
+        data: Data,
+        *,
+        strategies: dict[str, Strategy] | None = None,
+        best_member: int | None = None,
+        n_bins: int = 15,
+        n_resamples: int = 10_000,
+        seed: int = 0,
+        level: float = 0.95,
+        **kwargs: Any,
+    ) -> EnsembleReport:
+        """Scores, diversity and significance on labelled ``data`` (see :mod:`ensemblenet.report`).
+
+        The ensemble row uses :attr:`strategy`; ``strategies`` adds rows for other (already
+        fitted) strategies on the same member probabilities, computed once. Keyword arguments as
+        in :meth:`member_probas`.
+        """
+        from .report import build_report
+
+        self._check_fitted()
+        probs, labels, valid, rejected = self._labelled_probas(data, "report", **kwargs)
+        probs, labels = probs[:, valid].double(), labels[valid]
+        combos = {f"ensemble ({strategy_name(self.strategy)})": self.strategy} | dict(strategies or {})
+        return build_report(
+            probs,
+            labels,
+            {name: s.combine(probs).double() for name, s in combos.items()},
+            member_names=self.member_names,
+            classes=self.classes,
+            best_member=best_member,
+            n_bins=n_bins,
+            n_resamples=n_resamples,
+            seed=seed,
+            level=level,
+            n_skipped=int((~valid).sum()) + rejected,
+            tta_passes=self.tta.passes if self.tta else 1,
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the whole ensemble to one file (see :func:`~ensemblenet.ensemble_io.save_ensemble`)."""
+        from .ensemble_io import save_ensemble
+
+        return save_ensemble(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> Ensemble:
+        """Read a file written by :meth:`save` (see :func:`~ensemblenet.ensemble_io.load_ensemble`)."""
+        from .ensemble_io import load_ensemble
+
+        return load_ensemble(path, map_location=map_location)
+
+    def export_onnx(self, path: str | os.PathLike[str], **kwargs: Any) -> Path:
+        """One ONNX graph of all members and the combination (see :func:`~ensemblenet.export.export_onnx`)."""
+        from .export import export_onnx
+
+        return export_onnx(self, path, **kwargs)
 
     def __len__(self) -> int:
         return len(self.members)
@@ -383,8 +473,7 @@ class Ensemble:
                 for indices, images, dropped in self._batches(inputs, views, batch_size, dev):
                     skipped += dropped
                     for i, (member, x) in enumerate(zip(self.members, images, strict=True)):
-                        logits = member(x.to(dev, non_blocking=True))
-                        out[i, indices] = torch.softmax(logits.float(), dim=1).cpu()
+                        out[i, indices] = member_probs(member, x.to(dev, non_blocking=True), self.tta).cpu()
                     bar.update(len(indices) + len(dropped))
         if skipped and inputs.samples is not None:
             logger.warning(

@@ -98,12 +98,12 @@ def close_matches(name: str, options: Iterable[str], n: int = 3) -> list[str]:
 def unknown_name_message(kind: str, name: str, options: Iterable[str], fix: str = "") -> str:
     """Build the standard message for an unknown ``name`` of some ``kind``."""
     opts = sorted(options)
-    parts = [f"unknown {kind} {name!r}."]
+    parts = [f"unknown {kind}: {name!r}."]
     near = close_matches(name, opts)
     if near:
         parts.append("Did you mean " + " or ".join(repr(m) for m in near) + "?")
     shown = ", ".join(repr(o) for o in opts[:30]) + (" ..." if len(opts) > 30 else "")
-    parts.append(f"Valid {kind} names: {shown}.")
+    parts.append(f"Valid options: {shown}.")
     if fix:
         parts.append(fix)
     return " ".join(parts)

@@ -29,9 +29,10 @@ tensor([1., 0.], dtype=torch.float64)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -99,6 +100,10 @@ class GreedyStrategy:
         """Select members on validation ``probs`` ``(M, N, C)`` and ``labels`` ``(N,)``."""
         probs = check_member_probs(probs).double()
         labels = _check_labels(labels, probs)
+        with single_thread():
+            self._select(probs, labels)
+
+    def _select(self, probs: torch.Tensor, labels: torch.Tensor) -> None:
         members = probs.shape[0]
         total = torch.zeros_like(probs[0])
         counts = [0] * members
@@ -149,8 +154,28 @@ def _features(probs: torch.Tensor) -> torch.Tensor:
     return logp.permute(1, 0, 2).reshape(probs.shape[1], -1)
 
 
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run tiny tensor work on one intra-op thread, then restore the previous setting.
+
+    The combiners fit a few hundred numbers; on a busy machine, waking a thread pool for each of
+    thousands of tiny ops makes them tens of times slower than one thread.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _fit_logreg(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float, max_iter: int) -> torch.Tensor:
     """Multinomial logistic regression; returns the (D + 1, C) parameters (last row: intercepts)."""
+    with single_thread():
+        return _fit_logreg_now(x, y, classes, l2, max_iter)
+
+
+def _fit_logreg_now(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float, max_iter: int) -> torch.Tensor:
     params = torch.zeros(x.shape[1] + 1, classes, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS(
         [params], lr=1.0, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,

@@ -58,6 +58,9 @@ class TrainConfig:
         grad_clip: max gradient norm, or None.
         label_smoothing: passed to the cross-entropy loss.
         progress: show progress bars.
+        channels_last: keep the model's weights and the image batches in channels-last memory
+            layout (same arithmetic; on CPU, oneDNN's convolutions run much faster in it: MobileNetV2
+            BatchNorm-only training went from 11 to 29 images/s on 2 cores, see the performance docs).
         cache_dir: a folder for the decoded-image cache (see :mod:`ensemblenet.cache`): images are
             decoded and resized once, later epochs read ``uint8`` pixels from it. None: off.
     """
@@ -78,6 +81,7 @@ class TrainConfig:
     grad_clip: float | None = None
     label_smoothing: float = 0.0
     progress: bool = True
+    channels_last: bool = True
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
@@ -188,6 +192,11 @@ class Trainer:
         )
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
 
+    def _to_device(self, images: torch.Tensor) -> torch.Tensor:
+        if self.config.channels_last and images.dim() == 4:
+            return images.to(self.device, non_blocking=True, memory_format=torch.channels_last)
+        return images.to(self.device, non_blocking=True)
+
     def _seed_epoch(self, loader: DataLoader[Any], epoch: int) -> None:
         # Seeding per epoch (not once per run) is what makes a resumed run identical to an
         # uninterrupted one: epoch k's shuffling, flips and dropout depend on (seed, k) only.
@@ -256,6 +265,8 @@ class Trainer:
     ) -> History:
         cfg = self.config
         model.to(self.device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
         train_loader = self._loader(train, model, train=True)
         val_loader = self._loader(val, model, train=False) if val is not None else None
         self._build_optimizer(model, len(train_loader))
@@ -284,7 +295,7 @@ class Trainer:
                 skipped += len(dropped)
                 if len(labels) == 0:
                     continue
-                images, labels = images.to(self.device, non_blocking=True), labels.to(self.device)
+                images, labels = self._to_device(images), labels.to(self.device)
                 with self._autocast():
                     loss = loss_fn(model(images), labels)
                 if not torch.isfinite(loss):
@@ -340,7 +351,7 @@ class Trainer:
             skipped += len(dropped)
             if len(labels) == 0:
                 continue
-            images, labels = images.to(self.device, non_blocking=True), labels.to(self.device)
+            images, labels = self._to_device(images), labels.to(self.device)
             with self._autocast():
                 logits = model(images).float()
             total_loss += nn.functional.cross_entropy(logits, labels, reduction="sum").item()

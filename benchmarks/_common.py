@@ -1,0 +1,141 @@
+"""Helpers shared by the benchmark scripts (not part of the library).
+
+Every benchmark runs each side in its own subprocess (``python SCRIPT --side NAME ...``), so the
+peak RSS each side reports (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) is its own, and the
+parent prints one table plus one JSON document.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "dogs-vs-cats-200px"
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def pick(n: int, offset: int = 0) -> list[tuple[str, int]]:
+    """``n`` images (half cats, half dogs), the same on every run: sorted names from ``offset``."""
+    if not DATA.is_dir():
+        sys.exit(f"benchmark data not found: {DATA}")
+    chosen: list[tuple[str, int]] = []
+    for label, cls in enumerate(("cats", "dogs")):
+        names = sorted(os.listdir(DATA / cls), key=lambda s: int(s.split(".")[1]))
+        chosen += [(str(DATA / cls / name), label) for name in names[offset : offset + n // 2]]
+    return chosen
+
+
+def offline_file(package: str, relative: str) -> str:
+    """A weights file shipped inside an installed pip package (found, never imported)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit(f"offline weights package {package!r} is not installed")
+    return str(Path(next(iter(spec.submodule_search_locations))) / relative)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def hardware() -> dict[str, Any]:
+    model = platform.processor()
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    import torch
+
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.is_available(),
+    }
+
+
+def emit(result: dict[str, Any]) -> None:
+    """What a side prints last: one JSON line the parent reads."""
+    result["peak_rss_mib"] = round(peak_rss_mib(), 1)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def run_side(script: str, side: str, args: Sequence[str]) -> dict[str, Any]:
+    """Run one side in a fresh interpreter and return its RESULT JSON."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, script, "--only", side, *args], env=env, capture_output=True, text=True, check=False
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.exit(
+            f"side {side!r} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+    result["process_seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+class Baton:
+    """Lets several training loops, each in its own thread, take turns one batch at a time.
+
+    Only the holder computes, so the sides never compete for the CPU, and a load spike from other
+    programs on a shared machine hits every side about equally instead of whichever ran at that
+    moment. Each side's time is the sum of its own turns (``seconds[name]``, one entry per epoch).
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        import threading
+
+        self.order, self.turn, self.done = list(names), 0, set[str]()
+        self.cond = threading.Condition()
+        self.seconds: dict[str, list[float]] = {name: [] for name in names}
+        self._since = 0.0
+
+    def new_epoch(self, name: str) -> None:
+        self.seconds[name].append(0.0)
+
+    def wait(self, name: str) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.order[self.turn] == name)
+        self._since = time.perf_counter()
+
+    def release(self, name: str, finished: bool = False) -> None:
+        if self.seconds[name]:
+            self.seconds[name][-1] += time.perf_counter() - self._since
+        with self.cond:
+            if finished:
+                self.done.add(name)
+            if len(self.done) < len(self.order):
+                self.turn = (self.turn + 1) % len(self.order)
+                while self.order[self.turn] in self.done:
+                    self.turn = (self.turn + 1) % len(self.order)
+            self.cond.notify_all()
+
+
+def warm_files(paths: Sequence[str]) -> None:
+    """Read every file once so no side pays for the cold OS file cache."""
+    for path in paths:
+        with open(path, "rb") as fh:
+            fh.read()

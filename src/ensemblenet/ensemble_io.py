@@ -1,0 +1,183 @@
+"""Save and load a whole :class:`~ensemblenet.ensemble.Ensemble` as one self-describing file.
+
+Like a model file (:mod:`ensemblenet.checkpoint`), it holds plain data and tensors only, so it
+loads with ``torch.load(weights_only=True)``; it is written atomically and carries a sha256 over
+every tensor and every setting, so a modified file is refused.
+
+Layout (``format_version`` 1)::
+
+    {"format": "ensemblenet.ensemble", "format_version": 1, "ensemblenet_version": "...",
+     "torch_version": "...", "created": "ISO-8601 UTC", "classes": [...],
+     "members": [{"config": {...ModelConfig...}, "state_dict": {...}}, ...],
+     "strategy": {"name": "stacking", "state": {...fitted state...}},
+     "tta": {...} | None, "sha256": "..."}
+
+A strategy is saved as its registered name plus ``state_dict()`` (plain data) when it has one,
+and rebuilt as ``STRATEGIES.get(name)()`` followed by ``load_state_dict(state)``. The built-in
+strategies (including fitted weights, greedy counts, stacking coefficients and temperatures) all
+round-trip; a custom strategy must be registered, and needs ``state_dict``/``load_state_dict`` if
+it carries settings.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import pickle
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ._version import __version__
+from .checkpoint import atomic_save, tensors_sha256
+from .errors import CheckpointError, ConfigError
+from .model import ModelConfig, rebuild_model
+from .strategies import STRATEGIES, Strategy
+
+if TYPE_CHECKING:
+    from .ensemble import Ensemble
+
+__all__ = [
+    "ENSEMBLE_FORMAT",
+    "ENSEMBLE_FORMAT_VERSION",
+    "load_ensemble",
+    "save_ensemble",
+    "strategy_from_state",
+    "strategy_state",
+]
+
+ENSEMBLE_FORMAT = "ensemblenet.ensemble"
+ENSEMBLE_FORMAT_VERSION = 1
+
+
+def strategy_state(strategy: object) -> dict[str, Any]:
+    """``{"name": registered name, "state": plain-data state}`` for saving ``strategy``.
+
+    Raises:
+        ConfigError: the strategy is not registered, or carries settings without ``state_dict()``.
+    """
+    name = STRATEGIES.name_of(strategy)
+    if name is None:
+        raise ConfigError(
+            f"cannot save strategy {strategy!r}: only registered strategies can be saved. Register its "
+            "class with @register_strategy('name') and give it state_dict()/load_state_dict() if it "
+            "has settings or fitted state."
+        )
+    state_fn = getattr(strategy, "state_dict", None)
+    if callable(state_fn):
+        state = state_fn()
+    elif vars(strategy):
+        raise ConfigError(
+            f"cannot save strategy {name!r}: it has attributes {sorted(vars(strategy))} but no "
+            "state_dict(); add state_dict() -> dict and load_state_dict(dict) so they can be restored."
+        )
+    else:
+        state = {}
+    return {"name": name, "state": state}
+
+
+def strategy_from_state(saved: dict[str, Any]) -> Strategy:
+    """Inverse of :func:`strategy_state`."""
+    cls = STRATEGIES.get(str(saved["name"]))
+    strategy = cls()
+    state = saved.get("state") or {}
+    if state:
+        strategy.load_state_dict(state)
+    return strategy  # type: ignore[no-any-return]
+
+
+def _digest(payload: dict[str, Any]) -> str:
+    tensors = {
+        f"members.{i}.{k}": v for i, member in enumerate(payload["members"]) for k, v in member["state_dict"].items()
+    }
+    meta = {
+        "classes": payload["classes"],
+        "configs": [m["config"] for m in payload["members"]],
+        "strategy": payload["strategy"],
+        "tta": payload["tta"],
+    }
+    text = json.dumps(meta, sort_keys=True, default=repr)
+    return hashlib.sha256((tensors_sha256(tensors) + "|" + text).encode()).hexdigest()
+
+
+def save_ensemble(ensemble: Ensemble, path: str | os.PathLike[str]) -> Path:
+    """Write ``ensemble`` (members, strategy with its fitted state, TTA setting) to ``path`` atomically."""
+    tta = getattr(ensemble, "tta", None)
+    payload: dict[str, Any] = {
+        "format": ENSEMBLE_FORMAT,
+        "format_version": ENSEMBLE_FORMAT_VERSION,
+        "ensemblenet_version": __version__,
+        "torch_version": str(torch.__version__),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "classes": list(ensemble.classes),
+        "members": [
+            {
+                "config": m.config.to_dict(),
+                "state_dict": {k: v.detach().cpu() for k, v in m.state_dict().items()},
+            }
+            for m in ensemble.members
+        ],
+        "strategy": strategy_state(ensemble.strategy),
+        "tta": None if tta is None else tta.to_dict(),
+    }
+    payload["sha256"] = _digest(payload)
+    return atomic_save(payload, path)
+
+
+def load_ensemble(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> Ensemble:
+    """Rebuild the ensemble saved by :func:`save_ensemble`, offline; members in eval mode.
+
+    Raises:
+        CheckpointError: missing, unreadable, foreign, newer-format or modified file.
+    """
+    from .ensemble import Ensemble
+    from .tta import TTA
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"ensemble file {str(path)!r} does not exist or is not a file")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"refused to load {str(path)!r}: it contains pickled objects other than plain data and tensors "
+            f"(possibly code); only load files you trust. ({str(exc).splitlines()[-1][:300]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {str(path)!r}: truncated or not a torch file ({exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != ENSEMBLE_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        hint = " It is a single model: use load_model()." if found == "ensemblenet.model" else ""
+        raise CheckpointError(
+            f"{str(path)!r} is not an ensemblenet ensemble file (format {found!r}, expected "
+            f"{ENSEMBLE_FORMAT!r}).{hint}"
+        )
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > ENSEMBLE_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{str(path)!r} has format_version {version!r}; this ensemblenet ({__version__}) reads up to "
+            f"{ENSEMBLE_FORMAT_VERSION}. Upgrade ensemblenet to load it."
+        )
+    actual = _digest(payload)
+    if payload.get("sha256") != actual:
+        raise CheckpointError(
+            f"{str(path)!r} is corrupted or was modified: its sha256 is {actual[:16]}..., the file records "
+            f"{str(payload.get('sha256'))[:16]}.... Re-create it or restore a good copy."
+        )
+    members = []
+    for i, saved in enumerate(payload["members"]):
+        config = ModelConfig.from_dict(saved["config"])
+        model = rebuild_model(config)
+        try:
+            model.load_state_dict(saved["state_dict"], strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"member {i} ({config.backbone}) in {str(path)!r} does not load: {exc}") from None
+        members.append(model.eval())
+    tta = None if payload.get("tta") is None else TTA(**payload["tta"])
+    return Ensemble(members, strategy=strategy_from_state(payload["strategy"]), tta=tta)

@@ -1,0 +1,351 @@
+"""The command line, in process: help, one-line errors with exit codes, JSON output, predict streaming.
+
+The real console script in a subprocess (and real kills) is in ``test_cli_subprocess.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from ensemblenet.checkpoint import load_checkpoint, save_model
+from ensemblenet.cli import build_parser, main
+from ensemblenet.model import create_model
+from ensemblenet.spec import InputSpec
+
+from .conftest import write_class_folder
+
+BACKBONE = "torchvision:mobilenet_v3_small"  # small, and loadable in any process (no test-only source)
+SMALL = InputSpec(size=(32, 32))
+COMMANDS = ("train", "evaluate", "predict", "ensemble", "report", "export")
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main([str(a) for a in argv], stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> str:
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    # Tiny models: torch's thread pool only adds contention on a busy 2-core machine (10x slower).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_class_folder(tmp_path_factory.mktemp("cli") / "images", per_class=6, size=(32, 32))
+
+
+def model_file(path: Path, classes: tuple[str, ...] = ("cats", "dogs"), seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    save_model(create_model(BACKBONE, classes, head="linear", weights=None, input_spec=SMALL), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return model_file(tmp_path_factory.mktemp("model") / "m.pt")
+
+
+# --------------------------------------------------------------------------- help and usage
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example_or_description(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([command, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert f"usage: ensemblenet {command}" in text
+    for option in ("--json", "--quiet", "--verbose"):
+        assert option in text
+
+
+def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert all(command in text for command in COMMANDS)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        ([], "required: COMMAND"),
+        (["trian"], "invalid choice: 'trian'"),
+        (["train", "data"], "--backbone"),
+        (["train", "d", "--backbone", "x", "--epochs", "0"], "positive integer"),
+        (["train", "d", "--backbone", "x", "-q", "-v"], "not allowed with"),
+        (["evaluate", "folder"], "-m/--model"),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_code_2(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(2, err, needle, "--help")
+
+
+# --------------------------------------------------------------------------- configuration errors
+
+
+def test_unknown_names_suggest_close_matches(folder: Path) -> None:
+    base = ["train", folder, "--weights", "none", "--size", "32", "--epochs", "1", "-q"]
+    cases = [
+        (["--backbone", "torchvision:mobilenet_v3_smal"], "'mobilenet_v3_small'"),
+        (["--backbone", BACKBONE, "--head", "mpl"], "'mlp'"),
+        (["--backbone", BACKBONE, "--freeze", "bn_onyl"], "'bn_only'"),
+    ]
+    for extra, suggestion in cases:
+        code, _, err = run(*base, *extra)
+        assert_one_line_error(code, err, "error:", "Did you mean", suggestion)
+
+
+def test_unknown_strategy_suggests_close_match(folder: Path, model: Path) -> None:
+    code, _, err = run("evaluate", "-m", model, folder, "--strategy", "meen", "-q")
+    assert_one_line_error(code, err, "'mean'")
+
+
+def test_train_and_val_folders_with_different_classes(tmp_path: Path, folder: Path) -> None:
+    val = tmp_path / "val"
+    write_class_folder(val, per_class=2)
+    (val / "dogs").rename(val / "birds")
+    code, _, err = run("train", folder, "--val", val, "--backbone", BACKBONE, "--weights", "none", "-q")
+    line = assert_one_line_error(code, err, "ensemblenet train: error:", "only in train: ['dogs']")
+    assert "only in val: ['birds']" in line and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("layout", ["empty-class", "one-class"])
+def test_empty_class_folder_and_single_class(tmp_path: Path, layout: str) -> None:
+    root = write_class_folder(tmp_path / "data", per_class=2)
+    if layout == "empty-class":
+        for f in (root / "dogs").iterdir():
+            f.unlink()
+        needle = "has no images"
+    else:
+        (root / "dogs").rename(tmp_path / "elsewhere")
+        needle = "at least 2"
+    code, _, err = run("train", root, "--backbone", BACKBONE, "--weights", "none", "-q")
+    assert_one_line_error(code, err, needle)
+
+
+def test_missing_folder_is_a_one_line_error(tmp_path: Path) -> None:
+    code, _, err = run("train", tmp_path / "nope", "--backbone", BACKBONE, "-q")
+    assert_one_line_error(code, err, "does not exist")
+
+
+def test_weights_file_for_the_wrong_architecture(tmp_path: Path, folder: Path) -> None:
+    wrong = tmp_path / "resnet_bits.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.weight": torch.zeros(10, 512)}, wrong)
+    code, _, err = run("train", folder, "--backbone", BACKBONE, "--weights", wrong, "--size", "32", "-q")
+    assert_one_line_error(code, err, str(wrong), "missing", "unexpected", "'conv1.weight'")
+
+
+def test_members_with_different_classes(tmp_path: Path, folder: Path, model: Path) -> None:
+    other = model_file(tmp_path / "other.pt", classes=("cats", "foxes"))
+    code, _, err = run("evaluate", "-m", model, "-m", other, folder, "-q")
+    assert_one_line_error(code, err, "member 1", "['cats', 'foxes']", str(other))
+
+
+# --------------------------------------------------------------------------- hostile and broken files
+
+
+class Exploit:
+    def __reduce__(self) -> tuple[object, ...]:
+        return (os.system, ("echo pwned",))
+
+
+def test_hostile_and_broken_model_files_are_refused(tmp_path: Path, folder: Path, model: Path) -> None:
+    evil = tmp_path / "evil.pt"
+    with evil.open("wb") as f:
+        pickle.dump({"format": "ensemblenet.model", "x": Exploit()}, f)
+    evil_ensemble = tmp_path / "evil_ensemble.pt"
+    torch.save({"format": "ensemblenet.ensemble", "x": Exploit()}, evil_ensemble)
+    tampered = tmp_path / "tampered.pt"
+    payload = torch.load(model, weights_only=True)
+    last = sorted(k for k in payload["state_dict"] if k.startswith("head."))[-1]
+    payload["state_dict"][last] += 1.0
+    torch.save(payload, tampered)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(model.read_bytes()[:2000])
+    for path, needle in (
+        (evil, "refused"),
+        (evil_ensemble, "refused"),
+        (tampered, "corrupted or was modified"),
+        (truncated, "cannot read"),
+        (tmp_path / "absent.pt", "does not exist"),
+    ):
+        code, out, err = run("predict", "-m", path, folder, "-q")
+        assert_one_line_error(code, err, needle, str(path))
+        assert out == ""
+
+
+def test_verbose_shows_the_traceback(tmp_path: Path, folder: Path) -> None:
+    code, _, err = run("evaluate", "-m", tmp_path / "absent.pt", folder, "-v")
+    assert (
+        code == 1 and "Traceback" in err and err.strip().splitlines()[-1].startswith("ensemblenet evaluate:")
+    )
+
+
+# --------------------------------------------------------------------------- evaluate and predict
+
+
+def test_evaluate_json_is_strict_and_complete(folder: Path, model: Path) -> None:
+    code, out, err = run("evaluate", "-m", model, "-m", model, folder, "--json", "-q")
+    assert code == 0 and err == ""
+    doc = json.loads(out)
+    assert doc["n"] == 12 and doc["n_skipped"] == 0 and 0.0 <= doc["accuracy"] <= 1.0
+    assert len(doc["members"]) == 2 and doc["strategy"] == "mean"
+
+
+def test_predict_csv_json_and_jsonl_agree_and_mark_unreadable_files(tmp_path: Path, model: Path) -> None:
+    images = write_class_folder(tmp_path / "in", per_class=3, size=(32, 32))
+    (images / "cats" / "broken.jpg").write_bytes(b"not an image at all")
+    outputs = {}
+    for fmt in ("csv", "json", "jsonl"):
+        target = tmp_path / f"p.{fmt}"
+        code, out, err = run(
+            "predict", "-m", model, images, "--format", fmt, "-o", target, "--batch-size", "2"
+        )
+        assert code == 0 and out == "" and "7 image(s), 1 unreadable" in err
+        outputs[fmt] = target.read_text()
+    rows = list(csv.DictReader(io.StringIO(outputs["csv"])))
+    as_json = json.loads(outputs["json"])
+    as_jsonl = [json.loads(line) for line in outputs["jsonl"].splitlines()]
+    assert len(rows) == len(as_json) == len(as_jsonl) == 7
+    for row, doc, line in zip(rows, as_json, as_jsonl, strict=True):
+        assert row["path"] == doc["path"] == line["path"] and doc == line
+        if row["path"].endswith("broken.jpg"):
+            assert row["error"] == doc["error"] == "unreadable image" and doc["probabilities"] is None
+            assert row["cats"] == row["prediction"] == ""
+        else:
+            probs = doc["probabilities"]
+            assert abs(sum(probs.values()) - 1.0) < 1e-5 and row["prediction"] == max(probs, key=probs.get)
+            assert abs(float(row["cats"]) - probs["cats"]) < 1e-5
+
+
+def test_predict_json_flag_writes_json_to_stdout(folder: Path, model: Path) -> None:
+    files = sorted((folder / "cats").iterdir())[:2]
+    code, out, _ = run("predict", "-m", model, *files, "--json", "-q")
+    assert code == 0 and [row["path"] for row in json.loads(out)] == [str(f) for f in files]
+
+
+def test_predict_missing_input_is_one_line(tmp_path: Path, model: Path) -> None:
+    code, _, err = run("predict", "-m", model, tmp_path / "nope.jpg", "-q")
+    assert_one_line_error(code, err, "nope.jpg")
+
+
+# --------------------------------------------------------------------------- ensemble
+
+
+def test_ensemble_fits_weights_on_validation_folder(tmp_path: Path, folder: Path, model: Path) -> None:
+    other = model_file(tmp_path / "other.pt", seed=1)
+    code, out, _ = run("ensemble", model, other, "--val", folder, "--json", "-q")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["strategy"] == "weighted" and len(doc["weights"]) == 2
+    assert abs(sum(doc["weights"]) - 1.0) < 1e-6 and doc["validation"]["n"] == 12
+
+
+def test_parser_defaults_are_the_reference_recipe() -> None:
+    args = build_parser().parse_args(["train", "data", "--backbone", "torchvision:resnet18"])
+    assert (args.epochs, args.lr, args.batch_size, args.head, args.freeze) == (2, 1e-3, 32, "mlp", "bn_only")
+    assert args.weights == "DEFAULT" and args.optimizer == "adam"
+
+
+class FlushCounter(io.StringIO):
+    """Records how many lines had been written at each flush."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at_flush: list[int] = []
+
+    def flush(self) -> None:
+        self.at_flush.append(self.getvalue().count("\n"))
+        super().flush()
+
+
+def test_predict_streams_rows_batch_by_batch(folder: Path, model: Path) -> None:
+    out, err = FlushCounter(), io.StringIO()
+    code = main(
+        ["predict", "-m", str(model), str(folder), "--format", "jsonl", "--batch-size", "4", "-q"],
+        stdout=out,
+        stderr=err,
+    )
+    assert code == 0 and out.getvalue().count("\n") == 12
+    # rows of each batch of 4 were flushed before the next batch was predicted
+    assert [n for n in out.at_flush if n < 12][:3] == [4, 8]
+
+
+def test_ensemble_file_round_trip_report_and_export(tmp_path: Path, folder: Path, model: Path) -> None:
+    pytest.importorskip("onnx")
+    other = model_file(tmp_path / "other.pt", seed=1)
+    ens = tmp_path / "ens.pt"
+    code, out, _ = run("ensemble", model, other, "--val", folder, "--calibrate", "-o", ens, "--json", "-q")
+    assert code == 0 and ens.is_file() and json.loads(out)["strategy"] == "calibrated"
+
+    code, out, _ = run(
+        "report", "-m", ens, folder, "--n-resamples", "50", "-o", tmp_path / "r.json", "--json", "-q"
+    )
+    doc = json.loads(out)
+    assert code == 0 and doc == json.loads((tmp_path / "r.json").read_text()) | {
+        "command": "report",
+        "models": [str(ens)],
+    }
+    code, out, _ = run("export", "-m", ens, "-o", tmp_path / "ens.onnx", "--json", "-q")
+    assert (
+        code == 0
+        and (tmp_path / "ens.onnx").stat().st_size > 0
+        and json.loads(out)["classes"] == ["cats", "dogs"]
+    )
+
+    # an ensemble file must come alone, and a modified one is refused like a model file
+    code, _, err = run("evaluate", "-m", ens, "-m", model, folder, "-q")
+    assert_one_line_error(code, err, "is an ensemble file")
+    payload = torch.load(ens, weights_only=True)
+    member = payload["members"][0]["state_dict"]
+    key = sorted(k for k in member if k.startswith("head."))[-1]
+    member[key] = member[key] + 1
+    torch.save(payload, tmp_path / "tampered.pt")
+    code, _, err = run("predict", "-m", tmp_path / "tampered.pt", folder, "-q")
+    assert_one_line_error(code, err, "corrupted or was modified")
+
+
+def test_train_lists_unreadable_files_and_writes_model_and_state(tmp_path: Path) -> None:
+    root = write_class_folder(tmp_path / "data", per_class=6, size=(32, 32))
+    (root / "dogs" / "fake.jpg").write_text("a text file with an image extension")
+    (root / "cats" / "empty.png").write_bytes(b"")
+    out = tmp_path / "m.pt"
+    args = ["train", root, "--backbone", BACKBONE, "--weights", "none", "--size", "32", "--epochs", "2"]
+    code, stdout, stderr = run(*args, "--batch-size", "4", "--head", "linear", "-o", out, "--json", "-q")
+    assert code == 0 and stderr == ""
+    doc = json.loads(stdout)
+    assert sorted(Path(s["path"]).name for s in doc["skipped_files"]) == ["empty.png", "fake.jpg"]
+    assert all(s["reason"] for s in doc["skipped_files"])
+    assert [r["epoch"] for r in doc["history"]] == [1, 2] and doc["classes"] == ["cats", "dogs"]
+    assert load_checkpoint(out)["config"]["spec"]["size"] == [32, 32]
+    assert load_checkpoint(tmp_path / "m.state.pt")["train_state"]["epoch"] == 2
+
+    code, stdout, stderr = run(*args, "--batch-size", "4", "--head", "linear", "-o", out)  # human output
+    assert code == 0 and "skipped 2 unreadable file(s) at scan time" in stderr and str(out) in stdout

@@ -1,0 +1,123 @@
+"""Frozen-feature cache and the freeze_stages policy (ensemblenet.features)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from ensemblenet.backbones import load_backbone
+from ensemblenet.data import Samples, make_loader, scan_folder
+from ensemblenet.errors import ConfigError
+from ensemblenet.features import (
+    FreezeStages,
+    backbone_stages,
+    compute_features,
+    fit_with_feature_cache,
+    frozen_stages,
+    split_backbone,
+)
+from ensemblenet.freeze import resolve_freeze
+from ensemblenet.model import TransferModel
+from ensemblenet.trainer import TrainConfig, Trainer
+
+from .conftest import make_tiny_model, write_class_folder
+
+
+@pytest.mark.parametrize(
+    ("name", "n_stages"),
+    [("torchvision:mobilenet_v2", 19), ("torchvision:resnet18", 5), ("timm:tf_efficientnet_lite0", 8)],
+)
+def test_prefix_then_rest_equals_backbone(name: str, n_stages: int) -> None:
+    torch.manual_seed(0)
+    backbone = load_backbone(name).module.eval()
+    stages, _ = backbone_stages(backbone)
+    assert len(stages) == n_stages
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        expected = backbone(x)
+        for k in (0, 1, n_stages // 2, n_stages, None):
+            prefix, rest = split_backbone(backbone, k)
+            torch.testing.assert_close(rest(prefix(x)), expected, rtol=1e-5, atol=1e-5)
+
+
+def _samples(tmp_path: Path) -> Samples:
+    return scan_folder(write_class_folder(tmp_path / "images", per_class=10, size=(20, 20)))
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.float16, 2e-3)])
+@pytest.mark.parametrize("stages", [3, None])
+def test_cached_features_give_the_uncached_logits(
+    tmp_path: Path, dtype: torch.dtype, tol: float, stages: int | None
+) -> None:
+    """Stated tolerance: float32 cache 1e-5, float16 cache 2e-3 (absolute, logits of order 1)."""
+    samples = _samples(tmp_path)
+    model = make_tiny_model(classes=samples.classes, spec=None)
+    model.backbone[1].running_mean.uniform_(-0.5, 0.5)  # non-trivial BatchNorm statistics
+    model.backbone[1].running_var.uniform_(0.5, 2.0)
+    cache = compute_features(model, samples, stages, dtype=dtype)
+    assert cache.features.dtype == dtype and cache.skipped == []
+    _, rest = split_backbone(model.backbone, stages)
+    model.eval()
+    with torch.inference_mode():
+        images = next(iter(make_loader(samples, model.spec, batch_size=len(samples)))).images[0]
+        expected = model(images)
+        got = model.head(rest(cache.features[0].float()))
+    torch.testing.assert_close(got[cache.indices.argsort()], expected, rtol=0, atol=tol)
+
+
+def _train(tmp_path: Path, policy: object, cached: bool, augment: bool = False) -> TransferModel:
+    samples = _samples(tmp_path)
+    model = make_tiny_model(classes=samples.classes, seed=1)
+    trainer = Trainer(
+        TrainConfig(epochs=3, lr=1e-2, batch_size=4, progress=False, augment=augment), freeze=policy
+    )  # type: ignore[arg-type]
+    if cached:
+        fit_with_feature_cache(trainer, model, samples, samples, dtype=torch.float32)
+    else:
+        trainer.fit(model, samples, samples)
+    return model
+
+
+@pytest.mark.parametrize("policy", [FreezeStages(3), "head_only"])
+def test_training_on_cached_features_equals_training_on_images(tmp_path: Path, policy: object) -> None:
+    """No augmentation, float32 cache: same batches, same steps, so the same weights (to 1e-5)."""
+    uncached = _train(tmp_path / "a", policy, cached=False)
+    cached = _train(tmp_path / "b", policy, cached=True)
+    for (name, a), b in zip(uncached.state_dict().items(), cached.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
+    assert type(cached).forward is TransferModel.forward and "forward" not in vars(cached)
+    # The first 3 stages really stayed frozen: BatchNorm statistics and conv weights untouched.
+    fresh = make_tiny_model(seed=1)
+    torch.testing.assert_close(cached.backbone[0].weight, fresh.backbone[0].weight)
+    torch.testing.assert_close(cached.backbone[1].running_mean, fresh.backbone[1].running_mean)
+
+
+def test_augmented_cache_trains_and_differs_from_unaugmented(tmp_path: Path) -> None:
+    plain = _train(tmp_path / "a", FreezeStages(3), cached=True)
+    flipped = _train(tmp_path / "b", FreezeStages(3), cached=True, augment=True)
+    assert not torch.equal(plain.head.weight, flipped.head.weight)
+
+
+def test_policy_is_registered_and_freezes_the_prefix() -> None:
+    model = make_tiny_model()
+    policy = resolve_freeze("freeze_stages")
+    assert isinstance(policy, FreezeStages)
+    model.train()
+    FreezeStages(2).on_epoch_start(model, 0)
+    assert not model.backbone[0].weight.requires_grad and not model.backbone[1].training
+    assert model.backbone[3].weight.requires_grad and model.backbone[4].training
+    with pytest.raises(ConfigError, match="int >= 0"):
+        FreezeStages(-1)
+
+
+def test_unsuitable_policies_and_backbones_are_config_errors() -> None:
+    model = make_tiny_model()
+    with pytest.raises(ConfigError, match="BatchNorm"):
+        frozen_stages(resolve_freeze("bn_only"), model)
+    with pytest.raises(ConfigError, match=r"0\.\.8"):
+        frozen_stages(FreezeStages(9), model)
+    with pytest.raises(ConfigError, match="stages of torchvision"):
+        backbone_stages(nn.Linear(2, 2))
