@@ -51,7 +51,9 @@ STRATEGIES = ("mean", "weighted", "greedy", "stacking", "calibrated")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="class-per-folder image folder")
     parser.add_argument("--limit", type=int, default=800, help="stratified subset size (0 = all)")
     parser.add_argument("--split", default="0.4,0.3,0.3", help="train,val,test fractions")
@@ -79,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         samples = samples.limit(args.limit, seed=args.seed)
     fractions = tuple(float(f) for f in args.split.split(","))
     train, val, test = split_samples(samples, fractions, seed=args.seed)
-    print(f"data: {args.data}: {len(samples)} of {full} images; train {len(train)} / val {len(val)} / test {len(test)}")
+    sizes = f"train {len(train)} / val {len(val)} / test {len(test)}"
+    print(f"data: {args.data}: {len(samples)} of {full} images; {sizes}")
 
     members, names = [], []
     for backbone, head, seed in MEMBERS:
@@ -134,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     print(text)
-    command = " ".join(["python", "examples/ensemble_report.py", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(
+        ["python", "examples/ensemble_report.py", *(argv if argv is not None else sys.argv[1:])]
+    )
     (args.out / "report.txt").write_text(text + f"\n\ncommand: {command}\n")
     payload = {
         "report": report.to_dict(),

@@ -99,9 +99,9 @@ def test_temperature_fixes_overconfidence() -> None:
     overconfident = torch.softmax(logits * 6, dim=1)
     t = fit_temperature(overconfident, labels)
     assert 3 < t < 12  # the 6x sharpening is largely undone
-    assert expected_calibration_error(apply_temperature(overconfident, t), labels) < expected_calibration_error(
-        overconfident, labels
-    )
+    assert expected_calibration_error(
+        apply_temperature(overconfident, t), labels
+    ) < expected_calibration_error(overconfident, labels)
 
 
 def test_calibrated_strategy_fits_members_and_ensemble() -> None:

@@ -266,6 +266,9 @@ def test_ensemble_fits_weights_on_validation_folder(tmp_path: Path, folder: Path
     doc = json.loads(out)
     assert doc["strategy"] == "weighted" and len(doc["weights"]) == 2
     assert abs(sum(doc["weights"]) - 1.0) < 1e-6 and doc["validation"]["n"] == 12
+    code, _, err = run("ensemble", model, other, "--strategy", "weighted", "-o", tmp_path / "e.pt", "-q")
+    assert_one_line_error(code, err, "must be fitted", "--val")
+    assert not (tmp_path / "e.pt").exists()
 
 
 def test_parser_defaults_are_the_reference_recipe() -> None:
@@ -349,3 +352,16 @@ def test_train_lists_unreadable_files_and_writes_model_and_state(tmp_path: Path)
 
     code, stdout, stderr = run(*args, "--batch-size", "4", "--head", "linear", "-o", out)  # human output
     assert code == 0 and "skipped 2 unreadable file(s) at scan time" in stderr and str(out) in stdout
+
+
+class ClosedPipe(io.StringIO):
+    """A stdout whose reader went away (``ensemblenet predict ... | head``)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_predict_into_a_closed_pipe_is_not_an_error(folder: Path, model: Path) -> None:
+    err = io.StringIO()
+    assert main(["predict", "-m", str(model), str(folder), "-q"], stdout=ClosedPipe(), stderr=err) == 0
+    assert err.getvalue() == ""

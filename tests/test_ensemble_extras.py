@@ -19,7 +19,6 @@ from ensemblenet.ensemble_io import load_ensemble, save_ensemble
 from ensemblenet.errors import CheckpointError, ConfigError
 from ensemblenet.metrics import accuracy, log_loss
 from ensemblenet.model import TransferModel, create_model
-from ensemblenet.report import build_report
 from ensemblenet.significance import mcnemar_exact
 from ensemblenet.spec import InputSpec
 from ensemblenet.strategies import STRATEGIES, register_strategy
@@ -198,6 +197,9 @@ def test_calibrate_wraps_the_strategy_and_does_not_raise_nll(folder: Path, tiny_
     assert before > 0
     again = ensemble.calibrate(folder, members=False, **CPU)  # re-calibrating does not nest wrappers
     assert not isinstance(again.inner, CalibratedStrategy) and again.member_temperatures == [1.0, 1.0, 1.0]
+    given = Ensemble(members(tiny_source), weights=[1, 1, 2])
+    kept = given.calibrate(folder, refit=False, **CPU)
+    assert kept.inner.weights.tolist() == [0.25, 0.25, 0.5]  # type: ignore[attr-defined]
 
 
 def test_tta_averages_flipped_views(tiny_source: str) -> None:

@@ -18,7 +18,10 @@ EXPECTED = {
     "WeightsUnavailableError", "__version__", "create_model", "finetune", "fit_with_feature_cache",
     "list_offline_weights", "load_backbone", "load_image", "load_model", "make_loader", "optimize_for_cpu",
     "register_freeze_policy", "register_head", "register_offline_weights", "register_source",
-    "register_strategy", "save_model", "scan_folder", "split_samples"
+    "register_strategy", "save_model", "scan_folder", "split_samples",
+    "CalibratedStrategy", "EnsembleReport", "GeometricStrategy", "GreedyStrategy", "StackingStrategy", "TTA",
+    "brier_score", "expected_calibration_error", "export_onnx", "load_ensemble", "mcnemar_exact",
+    "paired_bootstrap", "save_ensemble",
 }  # fmt: skip
 
 

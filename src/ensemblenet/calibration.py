@@ -59,7 +59,6 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins
     # ceil(conf * B) - 1 puts conf in (b/B, (b+1)/B] into bin b; conf == 0 is clamped into bin 0.
     bins = (torch.ceil(conf * n_bins) - 1).clamp(0, n_bins - 1).long()
     n = conf.numel()
-    count = torch.bincount(bins, minlength=n_bins).double()
     conf_sum = torch.bincount(bins, weights=conf, minlength=n_bins)
     acc_sum = torch.bincount(bins, weights=correct, minlength=n_bins)
     return float(((acc_sum - conf_sum).abs().sum() / n).item())
@@ -155,10 +154,11 @@ class CalibratedStrategy:
         self.temperature: float | None = None if temperature is None else _check_t(temperature)
         self.members = members
         self.refit_inner = refit_inner
+        self.needs_fit = True
+        self._update_needs_fit()
 
-    @property
-    def needs_fit(self) -> bool:
-        return self.temperature is None or bool(getattr(self.inner, "needs_fit", False))
+    def _update_needs_fit(self) -> None:
+        self.needs_fit = self.temperature is None or bool(getattr(self.inner, "needs_fit", False))
 
     def scale_members(self, probs: torch.Tensor) -> torch.Tensor:
         """Member probabilities after each member's temperature (unchanged before fitting)."""
@@ -191,6 +191,7 @@ class CalibratedStrategy:
         if callable(fit) and (self.refit_inner or getattr(self.inner, "needs_fit", False)):
             fit(scaled, labels)
         self.temperature = fit_temperature(self.inner.combine(scaled).double(), labels)
+        self._update_needs_fit()
         logger.info(
             "calibrated: member temperatures %s, ensemble temperature %.4g",
             [round(t, 4) for t in self.member_temperatures],
@@ -219,6 +220,7 @@ class CalibratedStrategy:
         self.temperature = None if t is None else float(t)
         self.members = bool(state.get("members", True))
         self.refit_inner = bool(state.get("refit_inner", True))
+        self._update_needs_fit()
 
     def __repr__(self) -> str:
         temps = None if self.member_temperatures is None else [round(t, 4) for t in self.member_temperatures]
@@ -234,4 +236,3 @@ def _check_t(t: object) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"a temperature must be finite and > 0, got {t!r}")
     return value
-

@@ -2,8 +2,8 @@
 
 Every command exits 0 on success and, on failure, prints ONE line ``ensemblenet <command>: error: ...``
 on stderr and exits non-zero (1 for an error, 2 for a bad command line, 130 for Ctrl-C). ``--json``
-prints one machine-readable JSON document on stdout; ``-q`` keeps stderr to errors only; ``-v`` adds
-progress logging and tracebacks on errors (``-vv``: debug logging).
+prints one machine-readable JSON document on stdout; ``-q`` keeps stderr to errors only (results
+still print); ``-v`` adds progress logging and tracebacks on errors (``-vv``: debug logging).
 
 >>> from ensemblenet.cli import build_parser
 >>> build_parser().parse_args(["train", "data/", "--backbone", "torchvision:resnet18"]).epochs
@@ -60,8 +60,8 @@ class Console:
         self.stdout, self.stderr = stdout, stderr
 
     def say(self, text: str) -> None:
-        """Human-readable result (stdout), unless --json or --quiet."""
-        if not (self.json or self.quiet):
+        """Human-readable result (stdout), unless --json (--quiet keeps results, drops chatter)."""
+        if not self.json:
             print(text, file=self.stdout)
 
     def note(self, text: str) -> None:
@@ -405,6 +405,11 @@ def _cmd_ensemble(args: argparse.Namespace, con: Console) -> int:
         if args.val is None:
             raise ConfigError("--calibrate fits temperatures on validation data: add --val FOLDER")
         ensemble.calibrate(str(args.val), progress=progress)
+    if getattr(ensemble.strategy, "needs_fit", False):
+        raise ConfigError(
+            f"strategy {args.strategy!r} must be fitted on validation data: add --val FOLDER "
+            "(or give --weights W1,W2,...)"
+        )
     evaluation = ensemble.evaluate(str(args.val), progress=False) if args.val is not None else None
     if args.out is not None:
         ensemble.save(args.out)

@@ -26,13 +26,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import calibration as _calibration  # noqa: F401  (registers "calibrated")
+from . import calibration as _calibration
 from . import selection as _selection  # noqa: F401  (registers "greedy" and "stacking")
+from .calibration import brier_score as brier
+from .calibration import expected_calibration_error as ece
 from .checkpoint import load_model
 from .data import Samples, View, describe_skipped, make_loader, scan_folder
 from .errors import ClassMismatchError, ConfigError, DataError
-from .calibration import brier_score as brier
-from .calibration import expected_calibration_error as ece
 from .metrics import accuracy, log_loss
 from .model import TransferModel
 from .strategies import MeanStrategy, Strategy, WeightedStrategy, resolve_strategy, strategy_name
@@ -293,14 +293,22 @@ class Ensemble:
         logger.info("fitted %s: weights %s", strategy_name(self.strategy), weights)
         return torch.empty(0, dtype=torch.float64) if weights is None else torch.as_tensor(weights).double()
 
-    def calibrate(self, data: Data, *, members: bool = True, **kwargs: Any) -> _calibration.CalibratedStrategy:
+    def calibrate(
+        self, data: Data, *, members: bool = True, refit: bool = True, **kwargs: Any
+    ) -> _calibration.CalibratedStrategy:
         """Temperature-scale each member (``members=True``) and the ensemble on labelled validation data.
 
-        Wraps the current strategy in a :class:`~ensemblenet.calibration.CalibratedStrategy`
-        (re-fitting it on the scaled probabilities when it can be fitted) and returns it.
+        Wraps the current strategy in a :class:`~ensemblenet.calibration.CalibratedStrategy` and
+        returns it. With ``refit=True`` a strategy that can be fitted is re-fitted on the scaled
+        probabilities (pass ``refit=False`` to keep weights you gave); one that still needs
+        fitting always is.
         """
-        inner = self.strategy.inner if isinstance(self.strategy, _calibration.CalibratedStrategy) else self.strategy
-        calibrated = _calibration.CalibratedStrategy(inner, members=members)
+        inner = (
+            self.strategy.inner
+            if isinstance(self.strategy, _calibration.CalibratedStrategy)
+            else self.strategy
+        )
+        calibrated = _calibration.CalibratedStrategy(inner, members=members, refit_inner=refit)
         probs, labels, valid, _ = self._labelled_probas(data, "calibrate", **kwargs)
         calibrated.fit(probs[:, valid].double(), labels[valid])
         self.strategy = calibrated

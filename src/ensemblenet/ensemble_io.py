@@ -92,7 +92,9 @@ def strategy_from_state(saved: dict[str, Any]) -> Strategy:
 
 def _digest(payload: dict[str, Any]) -> str:
     tensors = {
-        f"members.{i}.{k}": v for i, member in enumerate(payload["members"]) for k, v in member["state_dict"].items()
+        f"members.{i}.{k}": v
+        for i, member in enumerate(payload["members"])
+        for k, v in member["state_dict"].items()
     }
     meta = {
         "classes": payload["classes"],
@@ -177,7 +179,9 @@ def load_ensemble(path: str | os.PathLike[str], *, map_location: str | torch.dev
         try:
             model.load_state_dict(saved["state_dict"], strict=True)
         except RuntimeError as exc:
-            raise CheckpointError(f"member {i} ({config.backbone}) in {str(path)!r} does not load: {exc}") from None
+            raise CheckpointError(
+                f"member {i} ({config.backbone}) in {str(path)!r} does not load: {exc}"
+            ) from None
         members.append(model.eval())
     tta = None if payload.get("tta") is None else TTA(**payload["tta"])
     return Ensemble(members, strategy=strategy_from_state(payload["strategy"]), tta=tta)

@@ -5,7 +5,10 @@ one size ``input_size`` (default: the first member's), either float32 in ``[0, 1
 (``input_dtype="float32"``, the default) or uint8 0..255 (``input_dtype="uint8"``). Inside the
 graph each member's branch resizes the batch to that member's size when it differs (bilinear or
 bicubic as the member's spec says — Lanczos becomes bicubic, as in :class:`Ensemble` — **without**
-antialiasing, which ONNX Resize only has from opset 18), normalizes with its own mean/std, runs,
+antialiasing: PyTorch's antialiased resize cannot be exported, so when sizes differ the graph's
+probabilities differ slightly from :meth:`Ensemble.predict_proba
+<ensemblenet.ensemble.Ensemble.predict_proba>`, which antialiases; feed images at the members'
+size, or give members one size, for an exact match), normalizes with its own mean/std, runs,
 and applies softmax (and the ensemble's test-time augmentation, if any). The member
 probabilities ``(M, N, C)`` go through the strategy's ``combine``; the single output, ``probs``,
 is ``(N, C)`` float32. The batch dimension is dynamic.
@@ -62,6 +65,7 @@ class EnsembleGraph(nn.Module):
         if input_dtype not in ("float32", "uint8"):
             raise ConfigError(f"input_dtype must be 'float32' or 'uint8', got {input_dtype!r}")
         self.members = nn.ModuleList(ensemble.members)
+        self.specs = [m.spec for m in ensemble.members]
         self.strategy = ensemble.strategy
         self.tta: TTA | None = getattr(ensemble, "tta", None)
         self.uint8 = input_dtype == "uint8"
@@ -69,12 +73,14 @@ class EnsembleGraph(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float() / 255.0 if self.uint8 else images
         probs = []
-        for member in self.members:
-            size = tuple(member.spec.size)
+        for member, spec in zip(self.members, self.specs, strict=True):
+            size = tuple(spec.size)
             xm = x
             if tuple(x.shape[-2:]) != size:
-                mode = _MODES[member.spec.interpolation]
-                xm = F.interpolate(x, size=size, mode=mode, align_corners=None if mode == "nearest" else False)
+                mode = _MODES[spec.interpolation]
+                xm = F.interpolate(
+                    x, size=size, mode=mode, align_corners=None if mode == "nearest" else False
+                )
                 xm = xm.clamp(0.0, 1.0)
             probs.append(member_probs(member, xm, self.tta))
         return self.strategy.combine(torch.stack(probs, dim=0)).float()
@@ -133,7 +139,9 @@ def export_onnx(
                 dynamo=False,
             )
     except Exception as exc:  # the exporter raises many types; say which strategy failed
-        raise ConfigError(f"cannot export strategy {ensemble.strategy!r} to ONNX: {exc}") from exc
+        raise ConfigError(
+            f"cannot export this ensemble (strategy {ensemble.strategy!r}, tta {graph.tta!r}) to ONNX: {exc}"
+        ) from exc
     finally:
         for m, home, mode in zip(ensemble.members, homes, modes, strict=True):
             m.to(home).train(mode)

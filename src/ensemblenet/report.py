@@ -94,26 +94,29 @@ class EnsembleReport:
         raise ConfigError(f"no row {name!r} in the report; rows: {[r.name for r in self.rows]}")
 
     def __str__(self) -> str:
-        pct = int(round(self.level * 100))
+        pct = round(self.level * 100)
         width = max(len("model"), *(len(r.name) for r in self.rows))
-        head = f"{'model':<{width}}  {'accuracy':>8}  {f'{pct}% CI':>17}  {'log_loss':>8}  {'ECE':>6}  {'Brier':>6}"
+        ci_head = f"{pct}% CI"
+        head = (
+            f"{'model':<{width}}  {'accuracy':>8}  {ci_head:>17}  {'log_loss':>8}  {'ECE':>6}  {'Brier':>6}"
+        )
         lines = [head, "-" * len(head)]
         for i, r in enumerate(self.rows):
             if i and r.kind != self.rows[i - 1].kind:
                 lines.append("-" * len(head))
             ci = f"[{r.accuracy_ci[0]:.4f}, {r.accuracy_ci[1]:.4f}]"
-            lines.append(
-                f"{r.name:<{width}}  {r.accuracy:>8.4f}  {ci:>17}  {r.log_loss:>8.4f}  {r.ece:>6.4f}  {r.brier:>6.4f}"
-            )
+            scores = f"{r.log_loss:>8.4f}  {r.ece:>6.4f}  {r.brier:>6.4f}"
+            lines.append(f"{r.name:<{width}}  {r.accuracy:>8.4f}  {ci:>17}  {scores}")
         lines.append("")
         lines.append(f"gain over the best member ({self.best_member}), paired on the same {self.n} images:")
         cw = max(len("ensemble"), *(len(c.ensemble) for c in self.comparisons)) if self.comparisons else 8
-        lines.append(f"{'ensemble':<{cw}}  {'acc diff':>8}  {f'{pct}% CI':>17}  {'b':>4}  {'c':>4}  {'McNemar p':>9}")
+        lines.append(
+            f"{'ensemble':<{cw}}  {'acc diff':>8}  {ci_head:>17}  {'b':>4}  {'c':>4}  {'McNemar p':>9}"
+        )
         for c in self.comparisons:
             ci = f"[{c.diff_ci[0]:+.4f}, {c.diff_ci[1]:+.4f}]"
-            lines.append(
-                f"{c.ensemble:<{cw}}  {c.accuracy_diff:>+8.4f}  {ci:>17}  {c.b:>4}  {c.c:>4}  {c.p_value:>9.4g}"
-            )
+            counts = f"{c.b:>4}  {c.c:>4}  {c.p_value:>9.4g}"
+            lines.append(f"{c.ensemble:<{cw}}  {c.accuracy_diff:>+8.4f}  {ci:>17}  {counts}")
         lines.append("(b: images only the ensemble gets right; c: only the best member)")
         lines.append("")
         lines.append(
@@ -193,7 +196,9 @@ def build_report(
         test = mcnemar_exact(correct, base_correct)
         boot = paired_bootstrap(correct, base_correct, n_resamples=n_resamples, seed=seed, level=level)
         assert boot.diff is not None and boot.ci_diff is not None
-        comparisons.append(Comparison(row.name, names[best_member], boot.diff, boot.ci_diff, test.b, test.c, test.p_value))
+        comparisons.append(
+            Comparison(row.name, names[best_member], boot.diff, boot.ci_diff, test.b, test.c, test.p_value)
+        )
     preds = member_probs.argmax(dim=2)  # (M, N)
     disagree = (preds[:, None, :] != preds[None, :, :]).double().mean(dim=2)
     pairs = [float(disagree[i, j]) for i in range(m) for j in range(i + 1, m)]

@@ -15,7 +15,8 @@
     folds but one and predicts the held-out fold, so every row gets an out-of-fold prediction from
     a combiner that never saw it. The L2 strength with the best out-of-fold log-loss is chosen,
     then the final combiner is refitted on all rows. ``oof_probs`` / ``oof_log_loss`` keep the
-    honest out-of-fold estimate.
+    honest out-of-fold estimate. (With a single validation row there is nothing to cross-fit:
+    the largest L2 strength is used and the out-of-fold estimate is None.)
 
 >>> import torch
 >>> from ensemblenet.selection import GreedyStrategy
@@ -88,7 +89,9 @@ class GreedyStrategy:
     def _set_weights(self, weights: Sequence[float]) -> None:
         values = torch.tensor([float(w) for w in weights], dtype=torch.float64)
         if values.numel() == 0 or (values < 0).any() or not torch.isfinite(values).all() or values.sum() <= 0:
-            raise ConfigError(f"greedy weights must be finite, non-negative, not all zero; got {list(weights)}")
+            raise ConfigError(
+                f"greedy weights must be finite, non-negative, not all zero; got {list(weights)}"
+            )
         self._weights = values / values.sum()
 
     @property
@@ -178,7 +181,11 @@ def _fit_logreg(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float, max_i
 def _fit_logreg_now(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float, max_iter: int) -> torch.Tensor:
     params = torch.zeros(x.shape[1] + 1, classes, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS(
-        [params], lr=1.0, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
+        [params],
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
         line_search_fn="strong_wolfe",
     )
 
@@ -241,9 +248,15 @@ class StackingStrategy:
         probs = check_member_probs(probs).double()
         labels = _check_labels(labels, probs)
         n, classes = probs.shape[1], probs.shape[2]
-        if n < 2:
-            raise ConfigError(f"stacking needs at least 2 validation images, got {n}")
         x = _features(probs)
+        if n < 2:  # nothing to cross-fit with: the strongest regularization, and no OOF estimate
+            logger.warning(
+                "stacking on %d validation image: no cross-fitting possible, using the largest l2", n
+            )
+            self.l2, self.oof_probs, self.oof_log_loss, self.cv_log_loss = max(self.l2_grid), None, None, {}
+            self.params = _fit_logreg(x, labels, classes, self.l2, self.max_iter)
+            self.needs_fit = False
+            return
         k = min(self.folds, n)
         ids = fold_ids(n, k, self.seed)
         best: tuple[float, float, torch.Tensor] | None = None

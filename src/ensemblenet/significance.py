@@ -72,13 +72,17 @@ def _as_bool(x: Sequence[bool] | torch.Tensor | np.ndarray, name: str) -> np.nda
         x = x.detach().cpu().numpy()
     arr = np.asarray(x)
     if arr.ndim != 1 or arr.size == 0:
-        raise ConfigError(f"{name} must be a non-empty 1-D sequence of per-image correctness, got {arr.shape}")
+        raise ConfigError(
+            f"{name} must be a non-empty 1-D sequence of per-image correctness, got {arr.shape}"
+        )
     if arr.dtype != np.bool_ and not np.isin(arr, (0, 1)).all():
         raise ConfigError(f"{name} must hold booleans (or 0/1): per image, was the prediction right?")
     return arr.astype(bool)
 
 
-def mcnemar_exact(correct_a: Sequence[bool] | torch.Tensor, correct_b: Sequence[bool] | torch.Tensor) -> McNemarResult:
+def mcnemar_exact(
+    correct_a: Sequence[bool] | torch.Tensor, correct_b: Sequence[bool] | torch.Tensor
+) -> McNemarResult:
     """McNemar's exact (binomial) two-sided test on paired per-image correctness."""
     a, b_ = _as_bool(correct_a, "correct_a"), _as_bool(correct_b, "correct_b")
     if a.shape != b_.shape:

@@ -5,7 +5,7 @@ Cost, stated: a member runs ``TTA.passes`` forward passes per image instead of o
 flips. An ensemble multiplies that by its number of members.
 
 Crops are taken from the image at the member's input size: the four corners and the centre, each
-``crop_scale`` of the height and width, resized back (bilinear, antialiased) to the member's size.
+``crop_scale`` of the height and width, enlarged back (bilinear) to the member's size.
 
 >>> import torch
 >>> from ensemblenet.tta import TTA
@@ -61,14 +61,16 @@ class TTA:
         """The augmented copies of ``images`` ``(N, 3, H, W)``, same size and dtype convention."""
         base = [images]
         if self.crops:
-            h, w = images.shape[-2:]
+            h, w = int(images.shape[-2]), int(images.shape[-1])  # plain ints, also when traced for ONNX
             ch, cw = max(1, round(h * self.crop_scale)), max(1, round(w * self.crop_scale))
             x = images.float().div(255.0) if images.dtype == torch.uint8 else images
             corners = [(0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw), ((h - ch) // 2, (w - cw) // 2)]
             for top, left in corners:
                 crop = x[..., top : top + ch, left : left + cw]
+                # Crops are only ever enlarged, where antialiasing does nothing; plain bilinear also
+                # exports to ONNX.
                 base.append(
-                    F.interpolate(crop, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+                    F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
                 )
         if self.flip:
             base += [torch.flip(v, dims=(-1,)) for v in base]

@@ -1,0 +1,1 @@
+"""Built-in backbone sources (registered by :mod:`ensemblenet.backbones`)."""
