@@ -7,10 +7,17 @@ training pool (``--train`` images, half cats, half dogs) and the same validation
   reference    the notebook's recipe: BatchNorm-only fine-tuning (BN by type), head Linear(1280, 512)
                -> Linear(512, 2), Adam 1e-3, batch 32, 224 px, plain torchvision transforms, eager
                fp32; validation every ``--eval-every`` steps (its time is excluded from "train s").
-  ensemblenet  head_only + the frozen-feature cache (``fit_with_feature_cache``, float16 features):
-               the backbone runs once per image, then each epoch trains only the head (same head,
-               Adam 1e-3, batch 32); validation after every epoch. Its clock includes everything:
-               model building, feature extraction of the pool and of the validation images, training.
+  ensemblenet  head_only + the frozen-feature cache (``compute_features`` then
+               ``fit_with_feature_cache``, float16 features) on ``--ens-train`` images of the same
+               pool (default 256: its first 128 cats and 128 dogs): the backbone runs once per
+               image, then each epoch trains only the head (same head, Adam 1e-3, batch 32);
+               validation after every epoch. "train s" counts the feature extraction of its
+               training images and every epoch (with its validation on cached features); the
+               validation images' feature extraction is evaluation, reported separately, and
+               included in "wall s".
+
+"wall s" is everything from building the model (reference: building its data loaders and model)
+to the first validation at or above the target.
 
 Run (about 8 minutes on 2 cores; the reference stops at 97% or after --max-seconds of training)::
 
@@ -105,20 +112,22 @@ def ours(
     train: list[tuple[str, int]], val: list[tuple[str, int]], args: argparse.Namespace
 ) -> dict[str, Any]:
     import ensemblenet as en
-    from ensemblenet.features import fit_with_feature_cache
+    from ensemblenet.features import compute_features, fit_with_feature_cache
 
     wall0 = time.perf_counter()
     curve: list[dict[str, Any]] = []
+    clock = {"train_s": 0.0}
 
     class StopAtTarget(en.Callback):
         def on_epoch_end(self, trainer: Any, model: Any, record: Any) -> None:
-            curve.append(
-                {"epoch": record.epoch, "wall_s": time.perf_counter() - wall0, "val_acc": record.val_accuracy}
-            )
-            print(
-                f"ensemblenet: epoch {record.epoch}, {curve[-1]['wall_s']:.0f} s, "
-                f"val acc {record.val_accuracy:.3f}"
-            )
+            clock["train_s"] += record.seconds  # includes its (cheap, cached) validation: counted
+            point = {
+                "epoch": record.epoch,
+                "train_s": clock["train_s"],
+                "wall_s": time.perf_counter() - wall0,
+            }
+            curve.append({**point, "val_acc": record.val_accuracy})
+            print(f"ensemblenet: {point}, val acc {record.val_accuracy:.3f}", flush=True)
             if record.val_accuracy >= args.target:
                 trainer.should_stop = True
 
@@ -126,14 +135,27 @@ def ours(
         return en.Samples([p for p, _ in items], [label for _, label in items], ("cats", "dogs"))
 
     model = en.create_model("torchvision:mobilenet_v2", ("cats", "dogs"), head="mlp", weights="DEFAULT")
+    started = time.perf_counter()
+    subset = train[: args.ens_train // 2] + train[len(train) // 2 : len(train) // 2 + args.ens_train // 2]
+    train_features = compute_features(model, samples(subset), None)  # the training cost: counted
+    clock["train_s"] = extract_s = time.perf_counter() - started
+    started = time.perf_counter()
+    val_features = compute_features(model, samples(val), None)  # evaluation cost: not counted
+    val_extract_s = time.perf_counter() - started
     trainer = en.Trainer(
         en.TrainConfig(epochs=args.max_epochs, lr=1e-3, batch_size=32, progress=False),
         freeze="head_only",
         callbacks=[StopAtTarget()],
     )
-    fit_with_feature_cache(trainer, model, samples(train), samples(val))
+    fit_with_feature_cache(trainer, model, train_features, val_features)
     hit = next((c for c in curve if c["val_acc"] >= args.target), None)
-    return {"reached": hit and {"wall_s": hit["wall_s"], "epochs": hit["epoch"]}, "curve": curve}
+    return {
+        "reached": hit,
+        "curve": curve,
+        "train_extract_s": extract_s,
+        "val_extract_s": val_extract_s,
+        "train_s": clock["train_s"],
+    }
 
 
 def main() -> None:
@@ -145,33 +167,30 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.97)
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument("--max-seconds", type=float, default=300.0)
-    parser.add_argument("--max-epochs", type=int, default=20)
+    parser.add_argument("--max-epochs", type=int, default=30)
+    parser.add_argument(
+        "--ens-train", type=int, default=256, help="ensemblenet's recipe uses this many images of the pool"
+    )
     args = parser.parse_args()
     train, val = pick(args.train), pick(args.val, offset=5000)  # val: images 5000+ of each class
     warm_files([p for p, _ in train + val])
     results = {"ensemblenet": ours(train, val, args), "reference": reference(train, val, args)}
     ref, us = results["reference"]["reached"], results["ensemblenet"]["reached"]
-    rows = [
-        [
-            "reference",
-            f"{ref['train_s']:.0f}" if ref else f"not reached in {results['reference']['train_s']:.0f}",
-            f"{ref['wall_s']:.0f}" if ref else "-",
-            max(c["val_acc"] for c in results["reference"]["curve"]),
-        ],
-        [
-            "ensemblenet",
-            f"{us['wall_s']:.0f}" if us else "not reached",
-            f"{us['wall_s']:.0f}" if us else "-",
-            max(c["val_acc"] for c in results["ensemblenet"]["curve"]),
-        ],
-    ]
-    print(table(rows, ["side", f"s to {args.target:.0%} (train)", "s to target (wall)", "best val acc"]))
+    rows = []
+    for side, hit in (("reference", ref), ("ensemblenet", us)):
+        r = results[side]
+        missed = f"not reached in {r['train_s']:.0f}"
+        best = max(c["val_acc"] for c in r["curve"])
+        rows.append(
+            [side, f"{hit['train_s']:.0f}" if hit else missed, f"{hit['wall_s']:.0f}" if hit else "-", best]
+        )
+    print(table(rows, ["side", f"train s to {args.target:.0%}", "wall s to target", "best val acc"]))
     if ref and us:
-        results["speedup_train_time"] = ref["train_s"] / us["wall_s"]
+        results["speedup_train_time"] = ref["train_s"] / us["train_s"]
         results["speedup_wall_time"] = ref["wall_s"] / us["wall_s"]
         print(
-            f"speed-up: {results['speedup_train_time']:.1f}x "
-            "(reference training time only vs ensemblenet wall)"
+            f"speed-up: {results['speedup_train_time']:.1f}x (train s), "
+            f"{results['speedup_wall_time']:.1f}x (wall s)"
         )
     print(
         json.dumps(

@@ -121,3 +121,16 @@ def test_unsuitable_policies_and_backbones_are_config_errors() -> None:
         frozen_stages(FreezeStages(9), model)
     with pytest.raises(ConfigError, match="stages of torchvision"):
         backbone_stages(nn.Linear(2, 2))
+
+
+def test_precomputed_caches_train_like_samples(tmp_path: Path) -> None:
+    samples = _samples(tmp_path)
+    from_samples = make_tiny_model(classes=samples.classes, seed=1)
+    from_caches = make_tiny_model(classes=samples.classes, seed=1)
+    config = TrainConfig(epochs=2, lr=1e-2, batch_size=4, progress=False)
+    fit_with_feature_cache(Trainer(config, freeze="head_only"), from_samples, samples, samples)
+    caches = [compute_features(from_caches, samples, None) for _ in range(2)]
+    fit_with_feature_cache(Trainer(config, freeze="head_only"), from_caches, caches[0], caches[1])
+    torch.testing.assert_close(from_caches.head.weight, from_samples.head.weight)
+    with pytest.raises(ConfigError, match="Samples or FeatureCache"):
+        fit_with_feature_cache(Trainer(config, freeze="head_only"), from_caches, [1, 2])

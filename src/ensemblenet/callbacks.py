@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .distributed import barrier, is_main_process
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -101,12 +102,14 @@ class ModelCheckpoint(Callback):
         value = record.get(self.monitor)
         if _improved(value, self.best, self.mode):
             self.best, self.best_epoch = value, record.epoch
-            save_model(model, self.path, metrics=record.to_dict())
+            if is_main_process():  # under torchrun only rank 0 writes (every rank has the same record)
+                save_model(model, self.path, metrics=record.to_dict())
             log.info("epoch %d: %s improved to %.5f, saved %s", record.epoch, self.monitor, value, self.path)
         if self.last_path is not None:
             trainer.save_state(model, self.last_path)
 
     def on_fit_end(self, trainer: Trainer, model: TransferModel, history: History) -> None:
+        barrier()  # under torchrun: rank 0's last write is complete before any rank reads it
         if self.restore_best and self.best_epoch is not None and self.path.is_file():
             from .checkpoint import load_checkpoint
 

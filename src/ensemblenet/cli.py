@@ -1,4 +1,4 @@
-"""The ``ensemblenet`` command line: train, evaluate, predict, ensemble, report, export.
+"""The ``ensemblenet`` command line: train, train-ensemble, evaluate, predict, ensemble, report, export.
 
 Every command exits 0 on success and, on failure, prints ONE line ``ensemblenet <command>: error: ...``
 on stderr and exits non-zero (1 for an error, 2 for a bad command line, 130 for Ctrl-C). ``--json``
@@ -272,6 +272,63 @@ def _cmd_train(args: argparse.Namespace, con: Console) -> int:
         }
     )
     return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- train-ensemble
+
+
+def _cmd_train_ensemble(args: argparse.Namespace, con: Console) -> int:
+    from .parallel import train_ensemble
+
+    members = [{"backbone": b, "seed": args.seed + i} for i, b in enumerate(args.backbone)]
+    data: Any = (args.data, args.val) if args.val is not None else args.data
+    con.note(
+        f"training {len(members)} member(s), {min(args.parallel, len(members))} at a time, "
+        f"into {args.out_dir}"
+    )
+    results = train_ensemble(
+        members,
+        data,
+        parallel=args.parallel,
+        threads=args.threads,
+        devices=args.devices,
+        out_dir=args.out_dir,
+        split=() if args.val is not None else tuple(args.split),
+        weights=args.weights,
+        head=args.head,
+        freeze=args.freeze,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        progress=not con.quiet,
+        **({"config": _train_config_for_device(args.device)} if args.device != "auto" else {}),
+    )
+    for r in results:
+        last = r.history.records[-1] if r.history.records else None
+        con.say(f"{r.name}: {r.path} ({r.device}, {r.seconds:.1f}s){f'; last epoch: {last}' if last else ''}")
+    con.note("combine them with: ensemblenet ensemble " + " ".join(str(r.path) for r in results))
+    con.result(
+        {
+            "command": "train-ensemble",
+            "members": [
+                {
+                    "name": r.name,
+                    "model": r.path,
+                    "device": r.device,
+                    "seconds": r.seconds,
+                    "history": [rec.to_dict() for rec in r.history.records],
+                }
+                for r in results
+            ],
+        }
+    )
+    return EXIT_OK
+
+
+def _train_config_for_device(device: str) -> Any:
+    from .trainer import TrainConfig
+
+    return TrainConfig(device=device)
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -594,6 +651,56 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="STATE", help="continue an interrupted run from its state file")
     _run_options(train)
     train.set_defaults(func=_cmd_train)
+
+    tens = sub.add_parser(
+        "train-ensemble",
+        parents=[common],
+        formatter_class=fmt,
+        help="fine-tune several ensemble members, several at a time (one process per member)",
+        description=(
+            "Fine-tune one model per --backbone on the same image folder and split, --parallel N at a\n"
+            "time, each in its own process (CPU threads shared out, or one member per --devices entry).\n"
+            "Member i uses seed SEED+i; the checkpoints are identical to training the members one after\n"
+            "another with the same seeds and --threads. Combine them with 'ensemblenet ensemble'."
+        ),
+        epilog=(
+            "example:\n  ensemblenet train-ensemble data/dogs-vs-cats --backbone torchvision:resnet18 "
+            "--backbone torchvision:resnet34 --parallel 2 --out-dir runs"
+        ),
+    )
+    tens.add_argument("data", help="training image folder (split into train/val unless --val is given)")
+    tens.add_argument("--val", help="a separate validation folder with the same class sub-folders")
+    tens.add_argument(
+        "--split",
+        type=_floats,
+        default=[0.8, 0.2],
+        metavar="F1,F2",
+        help="train,val fractions (default 0.8,0.2)",
+    )
+    tens.add_argument("--backbone", action="append", required=True, help="a member's backbone (repeat)")
+    tens.add_argument(
+        "--weights",
+        type=_weights_arg,
+        default="DEFAULT",
+        help="starting weights: DEFAULT, a weights name, a local file, or none (random init)",
+    )
+    tens.add_argument("--head", default="mlp", help="linear or mlp (default: mlp)")
+    tens.add_argument(
+        "--freeze", default="bn_only", help="bn_only (default), head_only, none, freeze_unfreeze"
+    )
+    tens.add_argument("--epochs", type=_positive_int, default=2, help="default: 2")
+    tens.add_argument("--lr", type=float, default=1e-3, help="default: 1e-3")
+    tens.add_argument("--seed", type=int, default=0, help="member i uses SEED+i (default 0)")
+    tens.add_argument("--parallel", type=_positive_int, default=1, help="members trained at once (default 1)")
+    tens.add_argument("--threads", type=_positive_int, help="torch threads per member (default: cores/N)")
+    tens.add_argument(
+        "--devices",
+        type=lambda t: [d for d in t.split(",") if d],
+        help="e.g. cuda:0,cuda:1: member i on device i",
+    )
+    tens.add_argument("--out-dir", default="runs", help="where <backbone>.pt files go (default runs)")
+    _run_options(tens)
+    tens.set_defaults(func=_cmd_train_ensemble)
 
     evaluate = sub.add_parser(
         "evaluate",

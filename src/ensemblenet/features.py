@@ -290,7 +290,9 @@ def fit_with_feature_cache(
 ) -> History:
     """``trainer.fit(model, train, val)``, with the frozen prefix computed once instead of every epoch.
 
-    ``train`` and ``val`` are :class:`~ensemblenet.Samples`. The trainer's policy must keep a prefix
+    ``train`` and ``val`` are :class:`~ensemblenet.Samples`, or :class:`FeatureCache` objects from
+    :func:`compute_features` with the same stage count (to reuse features across runs, e.g. a
+    learning-rate sweep; ``dtype`` is then ignored). The trainer's policy must keep a prefix
     frozen in eval mode (``head_only`` or ``freeze_stages``; see :func:`frozen_stages`). With
     ``trainer.config.augment`` the features of mirrored images are cached too. Training runs
     through ``trainer.fit`` (same optimizer, schedule, seeding, callbacks); during it ``model``'s
@@ -298,17 +300,22 @@ def fit_with_feature_cache(
     """
     from .data import Samples
 
-    if not isinstance(train, Samples) or not (val is None or isinstance(val, Samples)):
+    kinds = (Samples, FeatureCache)
+    if not isinstance(train, kinds) or not (val is None or isinstance(val, kinds)):
         raise ConfigError(
-            "fit_with_feature_cache needs train (and val) as ensemblenet.Samples, not DataLoaders"
+            "fit_with_feature_cache needs train (and val) as ensemblenet.Samples or FeatureCache, "
+            f"not {type(train).__name__} / {type(val).__name__}"
         )
     stages = frozen_stages(trainer.policy, model)
     cfg = trainer.config
     device = trainer.device
     _, rest = split_backbone(model.backbone, stages)
-    train_cache = compute_features(
-        model, train, stages, dtype=dtype, flips=cfg.augment, cache_dir=cfg.cache_dir, device=device
-    )
+    if isinstance(train, FeatureCache):
+        train_cache = train
+    else:
+        train_cache = compute_features(
+            model, train, stages, dtype=dtype, flips=cfg.augment, cache_dir=cfg.cache_dir, device=device
+        )
     log.info(
         "cached features %s of %d training images", tuple(train_cache.features.shape[2:]), len(train_cache)
     )
@@ -321,7 +328,11 @@ def fit_with_feature_cache(
     )
     val_loader = None
     if val is not None:
-        val_cache = compute_features(model, val, stages, dtype=dtype, cache_dir=cfg.cache_dir, device=device)
+        val_cache = (
+            val
+            if isinstance(val, FeatureCache)
+            else compute_features(model, val, stages, dtype=dtype, cache_dir=cfg.cache_dir, device=device)
+        )
         val_loader = DataLoader(
             _FeatureDataset(val_cache, False), batch_size=cfg.eval_batch_size or 2 * cfg.batch_size
         )

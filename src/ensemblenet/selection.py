@@ -184,8 +184,8 @@ def _fit_logreg_now(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float, m
         [params],
         lr=1.0,
         max_iter=max_iter,
-        tolerance_grad=1e-9,
-        tolerance_change=1e-12,
+        tolerance_grad=1e-7,
+        tolerance_change=1e-10,
         line_search_fn="strong_wolfe",
     )
 

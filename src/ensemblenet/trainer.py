@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .callbacks import Callback
+from .distributed import DistContext, convert_sync_batchnorm, revert_sync_batchnorm
 from .errors import ConfigError, TrainingError
 from .freeze import FreezePolicy, policy_config, resolve_freeze
 from .history import EpochRecord, Evaluation, History
@@ -63,6 +64,8 @@ class TrainConfig:
             BatchNorm-only training went from 11 to 29 images/s on 2 cores, see the performance docs).
         cache_dir: a folder for the decoded-image cache (see :mod:`ensemblenet.cache`): images are
             decoded and resized once, later epochs read ``uint8`` pixels from it. None: off.
+        sync_batchnorm: under ``torchrun`` on GPUs, compute BatchNorm batch statistics over the global
+            batch (``SyncBatchNorm``) instead of each rank's share; see :mod:`ensemblenet.distributed`.
     """
 
     epochs: int = 2
@@ -83,6 +86,7 @@ class TrainConfig:
     progress: bool = True
     channels_last: bool = True
     cache_dir: str | None = None
+    sync_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         def bad(name: str, rule: str) -> ConfigError:
@@ -151,6 +155,9 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.state_path = Path(state_path) if state_path is not None else None
         self.device = resolve_device(self.config.device)
+        self.dist = DistContext.from_env(self.device)  # one rank unless started by torchrun
+        self.device = self.dist.device_for(self.device)
+        self._synced_bn: list[tuple[nn.Module, str, nn.Module]] = []
         self.should_stop = False
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
@@ -259,6 +266,9 @@ class Trainer:
                     str(self.state_path),
                 )
             raise
+        finally:
+            revert_sync_batchnorm(self._synced_bn)  # the caller gets back the BatchNorm layers it gave
+            self._synced_bn = []
 
     def _fit(
         self, model: TransferModel, train: Any, val: Any, resume: str | os.PathLike[str] | None
@@ -267,7 +277,14 @@ class Trainer:
         model.to(self.device)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
-        train_loader = self._loader(train, model, train=True)
+        if cfg.sync_batchnorm and self.dist.enabled:
+            if self.device.type == "cpu":
+                raise ConfigError(
+                    "sync_batchnorm=True needs GPUs (PyTorch's SyncBatchNorm has no CPU kernel); on CPU "
+                    "leave it off: each rank then normalises with its own share of the batch"
+                )
+            self._synced_bn = convert_sync_batchnorm(model)
+        train_loader = self.dist.train_loader(self._loader(train, model, train=True), cfg.seed)
         val_loader = self._loader(val, model, train=False) if val is not None else None
         self._build_optimizer(model, len(train_loader))
         assert self.optimizer is not None and self.scheduler is not None  # for mypy; built just above
@@ -281,14 +298,20 @@ class Trainer:
         if self.state_path is not None and (resume is None or Path(resume) != self.state_path):
             self.save_state(model, self.state_path)  # from here on there is always a state to resume
 
+        net: nn.Module = model  # what the steps call: the model, or its DDP wrapper under torchrun
         for epoch in range(start_epoch, cfg.epochs):
             started = time.perf_counter()
             model.train()
             self.policy.on_epoch_start(model, epoch)
             self._seed_epoch(train_loader, epoch)
+            self.dist.set_epoch(train_loader, epoch)
+            net = self.dist.wrap(model, net)  # after the policy: DDP hooks follow requires_grad
             total_loss, seen, skipped = 0.0, 0, 0
             bar = tqdm(
-                train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False
+                train_loader,
+                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                disable=not cfg.progress or not self.dist.is_main,
+                leave=False,
             )
             for step, batch in enumerate(bar):
                 images, labels, dropped = _unpack(batch)
@@ -297,7 +320,7 @@ class Trainer:
                     continue
                 images, labels = self._to_device(images), labels.to(self.device)
                 with self._autocast():
-                    loss = loss_fn(model(images), labels)
+                    loss = loss_fn(net(images), labels)
                 if not torch.isfinite(loss):
                     raise TrainingError(
                         f"the training loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
@@ -314,6 +337,8 @@ class Trainer:
                 seen += len(labels)
                 bar.set_postfix(loss=f"{total_loss / seen:.4f}")
 
+            loss_sum, seen_sum, skipped_sum = self.dist.sum(total_loss, seen, skipped)  # over all ranks
+            total_loss, seen, skipped = loss_sum, int(seen_sum), int(skipped_sum)
             val_eval = self.evaluate(model, val_loader) if val_loader is not None else None
             record = EpochRecord(
                 epoch=epoch + 1,
@@ -336,16 +361,20 @@ class Trainer:
 
         for cb in self.callbacks:
             cb.on_fit_end(self, model, self.history)
+        self.dist.broadcast_model(model)  # e.g. rank 0 restored a best checkpoint other ranks cannot read
+        self.dist.barrier()  # no rank returns before rank 0's files are complete
         return self.history
 
     @torch.inference_mode()
     def evaluate(self, model: TransferModel, data: Any) -> Evaluation:
         """Mean cross-entropy and accuracy of ``model`` on ``data`` (Samples or a DataLoader)."""
-        loader = self._loader(data, model, train=False)
+        loader = self.dist.eval_loader(self._loader(data, model, train=False))
         was_training = model.training
         model.eval().to(self.device)
         total_loss, correct, n, skipped = 0.0, 0, 0, 0
-        bar = tqdm(loader, desc="evaluate", disable=not self.config.progress, leave=False)
+        bar = tqdm(
+            loader, desc="evaluate", disable=not self.config.progress or not self.dist.is_main, leave=False
+        )
         for batch in bar:
             images, labels, dropped = _unpack(batch)
             skipped += len(dropped)
@@ -358,6 +387,8 @@ class Trainer:
             correct += int((logits.argmax(1) == labels).sum())
             n += len(labels)
         model.train(was_training)
+        sums = self.dist.sum(total_loss, correct, n, skipped)  # each rank saw a disjoint share
+        total_loss, correct, n, skipped = sums[0], int(sums[1]), int(sums[2]), int(sums[3])
         if n == 0:
             return Evaluation(loss=math.nan, accuracy=math.nan, n=0, n_skipped=skipped)
         return Evaluation(loss=total_loss / n, accuracy=correct / n, n=n, n_skipped=skipped)
@@ -369,6 +400,8 @@ class Trainer:
 
         if self.optimizer is None or self.scheduler is None:
             raise ConfigError("save_state is only meaningful during or after fit()")
+        if not self.dist.is_main:
+            return  # under torchrun only rank 0 writes; every rank holds the same state
         save_model(
             model,
             path,
