@@ -19,20 +19,15 @@ Writes ``report.json`` and ``report.md`` (plus the member checkpoints) to ``--ou
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import logging
-import platform
-import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
+from _reference import RECIPES, run
 from PIL import Image
 
-import ensemblenet
-from ensemblenet import Ensemble, Samples, finetune, scan_folder, split_samples
+from ensemblenet import Samples, scan_folder, split_samples
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "dogs-vs-cats-200px"
@@ -58,14 +53,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated backbones, each optionally NAME=WEIGHTS (a weights name or a local file)",
     )
     parser.add_argument(
-        "--recipe", choices=["seed"], default="seed", help="seed: the reference notebook's recipe"
+        "--recipe",
+        choices=sorted(RECIPES),
+        default="seed",
+        help="seed: the reference notebook's recipe; best: ensemblenet's recommended recipe (see below)",
     )
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    parser.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "cats_vs_dogs")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1...")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for training")
+    parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples for the CIs")
+    parser.add_argument("--out", type=Path, help="report folder (default runs/cats_vs_dogs-RECIPE)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = REPO / "runs" / f"cats_vs_dogs-{args.recipe}"
+    return args
 
 
 def synthetic_folder(root: Path, per_class: int = 60) -> Path:
@@ -106,25 +110,6 @@ def choose_data(args: argparse.Namespace) -> tuple[Samples, str]:
     return samples, banner
 
 
-def hardware() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {
-        "cpu": cpu,
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -136,66 +121,24 @@ def main(argv: list[str] | None = None) -> int:
         f"split: train {len(train)} / val {len(val)} / test {len(test)} "
         "(the notebook's 16,000/4,500/4,500 proportions)"
     )
-
-    members, member_rows = [], []
-    for spec in args.members.split(","):
-        name, _, weights = spec.partition("=")
-        started = time.perf_counter()
-        result = finetune(
-            name,
-            (train, val, test),
-            weights=weights or "DEFAULT",
-            head="mlp",
-            freeze="bn_only",
-            epochs=args.epochs,
-            lr=1e-3,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            out=args.out / (name.replace(":", "_") + ".pt"),
-            progress=not args.no_progress,
-        )
-        seconds = time.perf_counter() - started
-        print(f"{name}: test accuracy {result.test.accuracy:.4f}  ({seconds:.0f}s)" if result.test else name)
-        members.append(result.model)
-        member_rows.append(
-            {
-                "backbone": name,
-                "weights": weights or "DEFAULT",
-                "seconds": round(seconds, 1),
-                "history": result.history.to_dict()["records"],
-                "checkpoint": str(result.path),
-            }
-        )
-
-    ensemble = Ensemble(members, strategy="mean")
-    evaluation = ensemble.evaluate(test, progress=not args.no_progress)
-    print(evaluation)
-
-    report = {
-        "data": banner.splitlines()[0],
-        "split": {"train": len(train), "val": len(val), "test": len(test)},
-        "recipe": {
-            "name": args.recipe,
-            "freeze": "bn_only",
-            "head": "mlp(512)",
-            "optimizer": "adam",
-            "lr": 1e-3,
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "resize": "squash to the backbone size",
-        },
-        "members": member_rows,
-        "test": evaluation.to_dict(),
-        "seed": args.seed,
-        "hardware": hardware(),
-        "versions": {"ensemblenet": ensemblenet.__version__, "torch": torch.__version__},
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-    }
-    (args.out / "report.json").write_text(json.dumps(report, indent=2))
-    (args.out / "report.md").write_text(
-        f"# Dogs vs Cats\n\n{banner}\n\n```\n{evaluation}\n```\n\nCommand: `{report['command']}`\n"
+    recipe = dataclasses.replace(RECIPES[args.recipe], **({"epochs": args.epochs} if args.epochs else {}))
+    if args.batch_size:
+        recipe = dataclasses.replace(recipe, batch_size=args.batch_size)
+    run(
+        title=f"Dogs vs Cats, recipe {recipe.name}",
+        data_note=banner.replace("\n", " ").replace("**", "").strip(),
+        train=train,
+        val=val,
+        test=test,
+        members=args.members.split(","),
+        recipe=recipe,
+        seed=args.seed,
+        out=args.out,
+        progress=not args.no_progress,
+        device=args.device,
+        workers=args.workers,
+        resamples=args.resamples,
     )
-    print(f"report: {args.out / 'report.md'}")
     return 0
 
 

@@ -25,7 +25,7 @@ from .conftest import write_class_folder
 
 BACKBONE = "torchvision:mobilenet_v3_small"  # small, and loadable in any process (no test-only source)
 SMALL = InputSpec(size=(32, 32))
-COMMANDS = ("train", "evaluate", "predict", "ensemble", "report", "export")
+COMMANDS = ("train", "train-ensemble", "evaluate", "predict", "ensemble", "report", "export")
 
 
 def run(*argv: str) -> tuple[int, str, str]:

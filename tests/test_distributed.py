@@ -22,7 +22,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ensemblenet.distributed import DistContext, ShardSampler
+from ensemblenet.distributed import DistContext, ShardSampler, convert_sync_batchnorm, revert_sync_batchnorm
 from ensemblenet.errors import ConfigError
 from ensemblenet.trainer import Trainer
 
@@ -164,3 +164,22 @@ def test_world_size_without_launcher_variables_is_a_config_error(monkeypatch: py
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(ConfigError, match="torchrun"):
         DistContext.from_env()
+
+
+def test_sync_batchnorm_conversion_shares_tensors_and_reverts() -> None:
+    model = worker.build_model()
+    originals = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    expected = model.train()(images)
+    replaced = convert_sync_batchnorm(model)
+    synced = [m for m in model.modules() if isinstance(m, torch.nn.SyncBatchNorm)]
+    assert len(replaced) == len(synced) == len(originals) == 2
+    assert all(
+        s.weight is o.weight and s.running_mean is o.running_mean
+        for s, o in zip(synced, originals, strict=True)
+    )
+    # without a process group SyncBatchNorm computes plain BatchNorm: same output, same buffer updates
+    torch.testing.assert_close(model(images), expected)
+    revert_sync_batchnorm(replaced)
+    assert [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)] == originals
+    assert int(originals[0].num_batches_tracked) == 2  # both forwards updated the shared buffers

@@ -75,3 +75,23 @@ def test_a_failing_member_is_named(tmp_path: Path) -> None:
         train_ensemble(
             [{"backbone": "torchvision:mobilenet_v3_small", "callbacks": [object()]}], data, **common
         )
+
+
+def test_cli_train_ensemble_writes_one_checkpoint_per_member(tmp_path: Path) -> None:
+    import io
+    import json
+
+    from ensemblenet.cli import main
+
+    data = write_class_folder(tmp_path / "data", per_class=6, size=(36, 36))
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["train-ensemble", str(data), "--backbone", "torchvision:mobilenet_v3_small"]
+    argv += ["--backbone", "torchvision:mobilenet_v3_small", "--weights", "none", "--head", "linear"]
+    argv += ["--epochs", "1", "--batch-size", "6", "--threads", "1", "--out-dir", str(tmp_path / "runs")]
+    assert main([*argv, "--json", "-q"], stdout=out, stderr=err) == 0, err.getvalue()
+    document = json.loads(out.getvalue())
+    assert document["command"] == "train-ensemble"
+    paths = [Path(m["model"]) for m in document["members"]]
+    assert [p.parent for p in paths] == [tmp_path / "runs"] * 2 and all(p.is_file() for p in paths)
+    digests = [load_checkpoint(p)["tensors_sha256"] for p in paths]
+    assert digests[0] != digests[1]  # member i used seed 0 + i

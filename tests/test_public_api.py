@@ -22,6 +22,7 @@ EXPECTED = {
     "CalibratedStrategy", "EnsembleReport", "GeometricStrategy", "GreedyStrategy", "StackingStrategy", "TTA",
     "brier_score", "expected_calibration_error", "export_onnx", "load_ensemble", "mcnemar_exact",
     "paired_bootstrap", "save_ensemble",
+    "DistContext", "MemberResult", "train_ensemble",
 }  # fmt: skip
 
 

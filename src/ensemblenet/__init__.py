@@ -21,6 +21,7 @@ from .data import (
     scan_folder,
     split_samples,
 )
+from .distributed import DistContext
 from .ensemble import Ensemble, EnsembleEvaluation, MemberEvaluation
 from .ensemble_io import load_ensemble, save_ensemble
 from .errors import (
@@ -50,6 +51,7 @@ from .freeze import (
 from .heads import LinearHead, MLPHead, register_head
 from .history import EpochRecord, Evaluation, History
 from .model import TransferModel, create_model
+from .parallel import MemberResult, train_ensemble
 from .report import EnsembleReport
 from .selection import GreedyStrategy, StackingStrategy
 from .significance import mcnemar_exact, paired_bootstrap
@@ -78,6 +80,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DecodedCache",
+    "DistContext",
     "DuplicateNameError",
     "EarlyStopping",
     "Ensemble",
@@ -100,6 +103,7 @@ __all__ = [
     "MLPHead",
     "MeanStrategy",
     "MemberEvaluation",
+    "MemberResult",
     "MissingDependencyError",
     "ModelCheckpoint",
     "NoFreeze",
@@ -142,4 +146,5 @@ __all__ = [
     "save_model",
     "scan_folder",
     "split_samples",
+    "train_ensemble",
 ]

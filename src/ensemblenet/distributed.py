@@ -242,7 +242,10 @@ class DistContext:
         if not self.enabled or _has_distributed_sampler(loader):
             return loader
         _check_shardable(loader)
-        return _with_sampler(loader, ShardSampler(list(iter(loader.sampler)), self.rank, self.world_size))
+        # Sorted: a shuffling sampler draws its own order on each rank, but the set of indices is the
+        # same, and an evaluation's sums do not depend on the order.
+        indices = sorted(iter(loader.sampler))
+        return _with_sampler(loader, ShardSampler(indices, self.rank, self.world_size))
 
     @staticmethod
     def set_epoch(loader: DataLoader[Any], epoch: int) -> None:
