@@ -30,7 +30,15 @@ from ._version import __version__
 from .errors import CheckpointError
 from .model import ModelConfig, TransferModel, rebuild_model
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "atomic_save", "load_checkpoint", "load_model", "save_model"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "atomic_save",
+    "load_checkpoint",
+    "load_model",
+    "model_from_state",
+    "save_model",
+]
 
 FORMAT = "ensemblenet.model"
 FORMAT_VERSION = 1
@@ -145,14 +153,25 @@ def load_model(path: str | os.PathLike[str], *, map_location: str | torch.device
     The model is returned in eval mode. ``model.metrics`` holds the metrics stored with it.
     """
     payload = load_checkpoint(path, map_location=map_location)
-    config = ModelConfig.from_dict(payload["config"])
-    model = rebuild_model(config)
+    model = model_from_state(payload["config"], payload["state_dict"], where=repr(str(path)))
+    model.metrics = dict(payload.get("metrics", {}))
+    return model
+
+
+def model_from_state(
+    config: Mapping[str, Any], state_dict: Mapping[str, Any], *, where: str
+) -> TransferModel:
+    """Rebuild a model from its stored config and load ``state_dict`` strictly; eval mode.
+
+    ``where`` names the file (and member) in the error when the weights do not fit.
+    """
+    model_config = ModelConfig.from_dict(config)
+    model = rebuild_model(model_config)
     try:
-        model.load_state_dict(payload["state_dict"], strict=True)
+        model.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(
-            f"weights in {str(path)!r} do not fit the model rebuilt from its own config "
-            f"({config.backbone}): {exc}"
+            f"weights in {where} do not fit the model rebuilt from its own config "
+            f"({model_config.backbone}): {exc}"
         ) from None
-    model.metrics = dict(payload.get("metrics", {}))
     return model.eval()

@@ -33,9 +33,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ._version import __version__
-from .checkpoint import atomic_save, tensors_sha256
+from .checkpoint import atomic_save, model_from_state, tensors_sha256
 from .errors import CheckpointError, ConfigError
-from .model import ModelConfig, rebuild_model
 from .strategies import STRATEGIES, Strategy
 
 if TYPE_CHECKING:
@@ -174,14 +173,7 @@ def load_ensemble(path: str | os.PathLike[str], *, map_location: str | torch.dev
         )
     members = []
     for i, saved in enumerate(payload["members"]):
-        config = ModelConfig.from_dict(saved["config"])
-        model = rebuild_model(config)
-        try:
-            model.load_state_dict(saved["state_dict"], strict=True)
-        except RuntimeError as exc:
-            raise CheckpointError(
-                f"member {i} ({config.backbone}) in {str(path)!r} does not load: {exc}"
-            ) from None
-        members.append(model.eval())
+        where = f"member {i} of {str(path)!r}"
+        members.append(model_from_state(saved["config"], saved["state_dict"], where=where))
     tta = None if payload.get("tta") is None else TTA(**payload["tta"])
     return Ensemble(members, strategy=strategy_from_state(payload["strategy"]), tta=tta)
