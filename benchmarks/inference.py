@@ -17,7 +17,7 @@ Linear(F, 512) -> Linear(512, 2) head; every side computes the same thing from t
 Sides take turns for ``--rounds`` rounds (the first also warms up); the table shows each side's
 best round.
 
-Run (about 3 minutes on 2 cores)::
+Run (8 minutes on the shared 2-core machine of docs/performance.rst)::
 
     PYTHONPATH=src python benchmarks/inference.py            # --images 256 --rounds 2
 """

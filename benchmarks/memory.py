@@ -5,7 +5,7 @@ Each side runs alone in a fresh interpreter (``train_throughput.py --only SIDE``
 and reports ``resource.getrusage(RUSAGE_SELF).ru_maxrss``: the whole process, libraries and
 models included.
 
-Run (about 4 minutes on 2 cores)::
+Run (2.5 minutes on the shared 2-core machine of docs/performance.rst)::
 
     PYTHONPATH=src python benchmarks/memory.py            # --images 64
 """

@@ -19,7 +19,7 @@ training pool (``--train`` images, half cats, half dogs) and the same validation
 "wall s" is everything from building the model (reference: building its data loaders and model)
 to the first validation at or above the target.
 
-Run (about 8 minutes on 2 cores; the reference stops at 97% or after --max-seconds of training)::
+Run (11 minutes on the shared 2-core machine; the reference stops at 97% or after --max-seconds of training)::
 
     PYTHONPATH=src python benchmarks/time_to_accuracy.py    # --train 1024 --val 300 --target 0.97
 """

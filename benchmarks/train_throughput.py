@@ -12,7 +12,7 @@ side's time is the sum of its turns (loading its batch + its training step):
                cache_dir=...) loader (the decoded-image cache).
   ens_nocl     the same Trainer with channels_last=False: what the decoded-image cache alone gives.
 
-Run (about 6 minutes on 2 cores)::
+Run (3 minutes on the shared 2-core machine of docs/performance.rst)::
 
     PYTHONPATH=src python benchmarks/train_throughput.py            # --images 128 --epochs 3
 """

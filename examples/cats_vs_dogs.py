@@ -1,19 +1,25 @@
-"""Dogs vs Cats: fine-tune two pretrained backbones and combine them into an ensemble.
+"""Dogs vs Cats: fine-tune two pretrained backbones, combine them, and write a report with figures.
 
-The reference notebook, as ensemblenet code. With no arguments this is a SMALL DEMO (a few
-hundred images of ``../shared/data/dogs-vs-cats-200px``, a few minutes on 2 CPU cores); point it
-at the full Kaggle training folder (flat ``cat.123.jpg`` / ``dog.45.jpg`` files, or one folder per
-class) for the real benchmark::
+The reference notebook, as ensemblenet code. With no arguments this is a SMALL DEMO (600 images
+of ``../shared/data/dogs-vs-cats-200px``, a few minutes on 2 CPU cores); point it at the full
+Kaggle training folder (flat ``cat.123.jpg`` / ``dog.45.jpg`` files, or one folder per class) for
+the real benchmark::
 
-    python examples/cats_vs_dogs.py                                   # demo
-    python examples/cats_vs_dogs.py --data ~/kaggle/train --limit 0   # full benchmark
+    python examples/cats_vs_dogs.py                                                # demo, seed recipe
+    python examples/cats_vs_dogs.py --data ~/kaggle/train --limit 0 --recipe best  # full benchmark
+
+Recipes: ``seed`` is the notebook's (bn_only, Linear(512) -> Linear(2) head, Adam 1e-3, 2 epochs,
+batch 32, 224 px squash resize, mean of probabilities); ``best`` is ensemblenet's recommendation
+on a CPU (head_only with the frozen-feature cache, 10 epochs, cosine schedule, batch 64). See
+``examples/_reference.py`` and the benchmarks page of the docs for what each changes and why.
 
 Members default to the offline ImageNet weights (MobileNetV2 + EfficientNet-Lite0). The
 notebook's ResNet18 + ResNet34 pair needs weight files you supply::
 
     python examples/cats_vs_dogs.py --members torchvision:resnet18=r18.pth,torchvision:resnet34=r34.pth
 
-Writes ``report.json`` and ``report.md`` (plus the member checkpoints) to ``--out``.
+Writes ``report.md``, ``report.json``, PNG figures and the member checkpoints to ``--out``
+(default ``runs/cats_vs_dogs-RECIPE``). ``benchmarks/gpu_reference.sh`` runs everything on a GPU.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--recipe",
         choices=sorted(RECIPES),
         default="seed",
-        help="seed: the reference notebook's recipe; best: ensemblenet's recommended recipe (see below)",
+        help="seed: the reference notebook's recipe; best: ensemblenet's recommended recipe (see above)",
     )
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
     parser.add_argument("--batch-size", type=int, help="override the recipe's batch size")
@@ -126,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         recipe = dataclasses.replace(recipe, batch_size=args.batch_size)
     run(
         title=f"Dogs vs Cats, recipe {recipe.name}",
-        data_note=banner.replace("\n", " ").replace("**", "").strip(),
+        data_note=banner.splitlines()[0].removeprefix("data: ")
+        + (" (a SMALL DEMO, not the benchmark)" if len(samples) < 20_000 else ""),
         train=train,
         val=val,
         test=test,

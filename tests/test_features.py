@@ -35,10 +35,10 @@ def test_prefix_then_rest_equals_backbone(name: str, n_stages: int) -> None:
     backbone = load_backbone(name).module.eval()
     stages, _ = backbone_stages(backbone)
     assert len(stages) == n_stages
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 32, 32)
     with torch.inference_mode():
         expected = backbone(x)
-        for k in (0, 1, n_stages // 2, n_stages, None):
+        for k in (0, n_stages // 2, None):
             prefix, rest = split_backbone(backbone, k)
             torch.testing.assert_close(rest(prefix(x)), expected, rtol=1e-5, atol=1e-5)
 

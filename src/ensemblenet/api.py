@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from .callbacks import Callback, ModelCheckpoint
+from .distributed import is_main_process
 from .errors import ClassMismatchError, ConfigError
 from .freeze import FreezePolicy
 from .heads import Head
@@ -134,7 +135,8 @@ def finetune(
     saver = ModelCheckpoint(path, monitor="val_loss" if "val" in parts else "train_loss")
     trainer = Trainer(cfg, freeze=freeze, callbacks=[saver, *callbacks])
     history = trainer.fit(model, parts["train"], parts.get("val"))
-    if saver.best_epoch is None:  # e.g. every validation loss was NaN: still save what we have
+    # e.g. every validation loss was NaN: still save what we have (one writer under torchrun)
+    if saver.best_epoch is None and is_main_process():
         from .checkpoint import save_model
 
         save_model(model, path, metrics=history.records[-1].to_dict() if history.records else {})

@@ -208,6 +208,7 @@ def _cmd_train(args: argparse.Namespace, con: Console) -> int:
 
     from .callbacks import Callback, EarlyStopping, ModelCheckpoint
     from .checkpoint import save_model
+    from .distributed import is_main_process
     from .model import TransferModel, create_model
     from .trainer import TrainConfig, Trainer
 
@@ -248,7 +249,8 @@ def _cmd_train(args: argparse.Namespace, con: Console) -> int:
             f"interrupted during epoch {done + 1}; the state after epoch {done} is in {state}: "
             f"run the same command with --resume {state} to continue"
         ) from None
-    if saver.best_epoch is None:  # e.g. every validation loss was NaN: still save what we have
+    # e.g. every validation loss was NaN: still save what we have (one writer under torchrun)
+    if saver.best_epoch is None and is_main_process():
         save_model(model, out, metrics=history.records[-1].to_dict() if history.records else {})
     skipped_files = [{"path": str(p), "reason": r} for p, r in scan_skipped]
     during = sum(r.skipped for r in history.records)

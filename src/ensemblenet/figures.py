@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "most_confident_errors",
     "plot_confident_errors",
+    "plot_confusion_matrices",
     "plot_confusion_matrix",
     "plot_learning_curves",
     "plot_reliability",
@@ -114,7 +115,7 @@ def plot_learning_curves(histories: Mapping[str, History], path: str | os.PathLi
     loss_ax, acc_ax = fig.subplots(1, 2)
     for i, (name, history) in enumerate(histories.items()):
         colour = f"C{i}"
-        epochs = [r.epoch + 1 for r in history.records]
+        epochs = [r.epoch for r in history.records]  # 1-based, as logged
         loss_ax.plot(epochs, history.column("train_loss"), "--o", color=colour, label=f"{name} train")
         loss_ax.plot(epochs, history.column("val_loss"), "-o", color=colour, label=f"{name} val")
         acc_ax.plot(epochs, history.column("val_accuracy"), "-o", color=colour, label=name)
@@ -145,9 +146,11 @@ def plot_confusion_matrices(
             raise ConfigError(f"confusion matrix {name!r} is {tuple(m.shape)} for {len(classes)} classes")
         share = m / m.sum(dim=1, keepdim=True).clamp_min(1)
         ax.imshow(share.numpy(), cmap="Blues", vmin=0, vmax=1)
-        for (r, c), v in zip(((r, c) for r in range(len(classes)) for c in range(len(classes))), m.flatten()):
-            ax.text(c, r, f"{int(v)}\n{share[r, c]:.1%}", ha="center", va="center",
-                    color="white" if share[r, c] > 0.5 else "black", fontsize="small")  # fmt: skip
+        for r in range(len(classes)):
+            for c in range(len(classes)):
+                colour = "white" if share[r, c] > 0.5 else "black"
+                label = f"{int(m[r, c])}\n{share[r, c]:.1%}"
+                ax.text(c, r, label, ha="center", va="center", color=colour, fontsize="small")
         ax.set_xticks(range(len(classes)), classes)
         ax.set_yticks(range(len(classes)), classes)
         ax.set(title=name, xlabel="predicted", ylabel="true")
@@ -210,7 +213,7 @@ def plot_confident_errors(
     """A grid of the ``k`` most confidently wrong images (see :func:`most_confident_errors`).
 
     Args:
-        images: one entry per row of ``probs``: a PIL image, an ``H×W×3`` uint8 array, or a path
+        images: one entry per row of ``probs``: a PIL image, an ``(H, W, 3)`` uint8 array, or a path
             (loaded with :func:`~ensemblenet.images.load_image`); only the selected ones are read.
         probs, labels: the model's probabilities ``(N, C)`` and the true classes ``(N,)``.
         captions: an optional extra line per image (e.g. its file name).
@@ -232,7 +235,8 @@ def plot_confident_errors(
         ax.imshow(_pixels(images[i]))
         p = probs[i].double()
         pred = int(p.argmax())
-        title = f"true {classes[int(labels[i])]}: {p[int(labels[i])]:.3f}\npredicted {classes[pred]}: {p[pred]:.3f}"
+        true = int(labels[i])
+        title = f"true {classes[true]}: {p[true]:.3f}\npredicted {classes[pred]}: {p[pred]:.3f}"
         if captions is not None:
             title += f"\n{captions[i]}"
         ax.set_title(title, fontsize="small")

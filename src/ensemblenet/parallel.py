@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,7 +168,8 @@ def train_ensemble(
             member's ConfigError; the other running members finish, the ones not started are cancelled).
 
     With ``parallel > 1`` every argument must be picklable and the backbones resolvable in a fresh
-    process (built-in sources, or ``register_source`` calls made at import of an importable module).
+    process (built-in sources, or ``register_source`` calls made at import of an importable module),
+    and a script must call this under ``if __name__ == "__main__":`` (spawned processes re-import it).
     """
     if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
         raise ConfigError(f"parallel must be an int >= 1 (1 = one member after another), got {parallel!r}")
@@ -211,6 +213,12 @@ def _guarded(job: _Job, get: Any) -> MemberResult:
         except Exception:  # a subclass with another constructor: keep the original
             raise exc from None
         raise named from exc
+    except BrokenProcessPool as exc:
+        raise TrainingError(
+            f"ensemble member {job.index} ({job.name}): its worker process died ({exc}). It was killed (e.g. "
+            'out of memory: lower `parallel`), or the calling script lacks the `if __name__ == "__main__":` '
+            "guard that spawned processes need (they re-import the main module)"
+        ) from exc
     except Exception as exc:  # re-raised with the member named
         raise TrainingError(f"ensemble member {job.index} ({job.name}) failed: {exc}") from exc
     log.info("member %s done in %.1fs: %s", job.name, result.seconds, result.path)

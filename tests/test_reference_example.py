@@ -1,0 +1,84 @@
+"""The reference benchmark's runner (``examples/_reference.py``) end to end, on tiny networks.
+
+Real backbones and images are exercised by running the examples themselves (see the benchmarks
+page); this checks that both recipes produce a complete, self-consistent report folder.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from PIL import Image
+
+from ensemblenet import InputSpec, scan_folder, split_samples
+from ensemblenet.backbones import SOURCES, Backbone, register_source
+
+from .conftest import tiny_backbone, write_class_folder
+
+pytest.importorskip("matplotlib")
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture
+def reference() -> Iterator[Any]:
+    def load(name: str, weights: object) -> Backbone:  # weights ignored: random init is enough here
+        return Backbone(tiny_backbone(int(name)), int(name), InputSpec(size=(16, 16)))
+
+    register_source("ref-test", load)
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import _reference
+
+        yield _reference
+    finally:
+        sys.path.remove(str(EXAMPLES))
+        SOURCES.unregister("ref-test")
+
+
+@pytest.mark.parametrize("recipe", ["seed", "best"])
+def test_both_recipes_write_a_complete_report(tmp_path: Path, reference: Any, recipe: str) -> None:
+    folder = write_class_folder(tmp_path / "images", per_class=20)
+    train, val, test = split_samples(scan_folder(folder), (0.5, 0.25, 0.25), seed=0)
+    out = tmp_path / "report"
+    chosen = reference.RECIPES[recipe]
+    payload = reference.run(
+        title="tiny",
+        data_note="generated",
+        train=train,
+        val=val,
+        test=test,
+        members=["ref-test:8", "ref-test:6"],
+        recipe=type(chosen)(**{**chosen.__dict__, "epochs": 2}),
+        seed=0,
+        out=out,
+        progress=False,
+        device="cpu",
+        resamples=100,
+    )
+    saved = json.loads((out / "report.json").read_text())
+    assert saved == json.loads(json.dumps(payload))
+    assert saved["split"] == {"train": 20, "val": 10, "test": 10}
+    assert saved["recipe"]["name"] == recipe
+    rows = {r["name"]: r for r in saved["report"]["rows"]}
+    assert set(rows) == {"8", "6", "ensemble (mean)", "ensemble (weighted)", "ensemble (calibrated)"}
+    assert saved["primary"] == f"ensemble ({chosen.combine})"
+    # every row's accuracy is its confusion matrix's diagonal share
+    for name, matrix in saved["confusion_matrices"].items():
+        m = torch.tensor(matrix)
+        assert int(m.sum()) == 10
+        assert rows[name]["accuracy"] == pytest.approx(float(m.diag().sum()) / 10)
+    assert [len(m["history"]) for m in saved["members"]] == [2, 2]
+    assert all(m["feature_seconds"] > 0 for m in saved["members"]) == chosen.feature_cache
+    for file in saved["figures"].values():
+        with Image.open(out / file) as image:
+            assert image.format == "PNG" and image.size[0] >= 360
+    text = (out / "report.md").read_text()
+    for name in rows:
+        assert f"| {name} | {rows[name]['accuracy']:.4f} |" in text
+    assert "McNemar" in text and saved["versions"]["torch"] == torch.__version__
