@@ -579,6 +579,33 @@ def _models_options(parser: argparse.ArgumentParser, *, positional: bool = False
     )
 
 
+def _training_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by 'train' and 'train-ensemble': data, split, starting weights and the recipe."""
+    parser.add_argument("data", help="training image folder (split into train/val unless --val is given)")
+    parser.add_argument("--val", help="a separate validation folder with the same class sub-folders")
+    parser.add_argument(
+        "--split",
+        type=_floats,
+        default=[0.8, 0.2],
+        metavar="F1,F2",
+        help="train,val fractions (default 0.8,0.2)",
+    )
+    parser.add_argument(
+        "--weights",
+        type=_weights_arg,
+        default="DEFAULT",
+        help="starting weights: DEFAULT, a weights name, a local file, or none (random init)",
+    )
+    parser.add_argument(
+        "--head", default="mlp", help="linear or mlp (default: mlp, Linear(n,512)->Linear(512,C))"
+    )
+    parser.add_argument(
+        "--freeze", default="bn_only", help="bn_only (default), head_only, none, freeze_unfreeze"
+    )
+    parser.add_argument("--epochs", type=_positive_int, default=2, help="default: 2")
+    parser.add_argument("--lr", type=float, default=1e-3, help="default: 1e-3")
+
+
 def _run_options(parser: argparse.ArgumentParser, batch_size: int = 32) -> None:
     parser.add_argument("--batch-size", type=_positive_int, default=batch_size, help=f"default: {batch_size}")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
@@ -613,33 +640,10 @@ def build_parser() -> argparse.ArgumentParser:
             "--epochs 2 --out runs/mnv2.pt"
         ),
     )
-    train.add_argument("data", help="training image folder (split into train/val unless --val is given)")
-    train.add_argument("--val", help="a separate validation folder with the same class sub-folders")
-    train.add_argument(
-        "--split",
-        type=_floats,
-        default=[0.8, 0.2],
-        metavar="F1,F2",
-        help="train,val fractions (default 0.8,0.2)",
-    )
+    _training_options(train)
     train.add_argument(
         "--backbone", required=True, help="e.g. torchvision:resnet18, timm:tf_efficientnet_lite0"
     )
-    train.add_argument(
-        "--weights",
-        dest="weights",
-        type=_weights_arg,
-        default="DEFAULT",
-        help="starting weights: DEFAULT, a weights name, a local file, or none (random init)",
-    )
-    train.add_argument(
-        "--head", default="mlp", help="linear or mlp (default: mlp, Linear(n,512)->Linear(512,C))"
-    )
-    train.add_argument(
-        "--freeze", default="bn_only", help="bn_only (default), head_only, none, freeze_unfreeze"
-    )
-    train.add_argument("--epochs", type=_positive_int, default=2, help="default: 2")
-    train.add_argument("--lr", type=float, default=1e-3, help="default: 1e-3")
     train.add_argument("--optimizer", default="adam", help="adam (default), adamw, sgd")
     train.add_argument("--schedule", default="constant", help="constant (default), cosine, linear")
     train.add_argument("--augment", action="store_true", help="random horizontal flips")
@@ -670,28 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--backbone torchvision:resnet34 --parallel 2 --out-dir runs"
         ),
     )
-    tens.add_argument("data", help="training image folder (split into train/val unless --val is given)")
-    tens.add_argument("--val", help="a separate validation folder with the same class sub-folders")
-    tens.add_argument(
-        "--split",
-        type=_floats,
-        default=[0.8, 0.2],
-        metavar="F1,F2",
-        help="train,val fractions (default 0.8,0.2)",
-    )
+    _training_options(tens)
     tens.add_argument("--backbone", action="append", required=True, help="a member's backbone (repeat)")
-    tens.add_argument(
-        "--weights",
-        type=_weights_arg,
-        default="DEFAULT",
-        help="starting weights: DEFAULT, a weights name, a local file, or none (random init)",
-    )
-    tens.add_argument("--head", default="mlp", help="linear or mlp (default: mlp)")
-    tens.add_argument(
-        "--freeze", default="bn_only", help="bn_only (default), head_only, none, freeze_unfreeze"
-    )
-    tens.add_argument("--epochs", type=_positive_int, default=2, help="default: 2")
-    tens.add_argument("--lr", type=float, default=1e-3, help="default: 1e-3")
     tens.add_argument("--seed", type=int, default=0, help="member i uses SEED+i (default 0)")
     tens.add_argument("--parallel", type=_positive_int, default=1, help="members trained at once (default 1)")
     tens.add_argument("--threads", type=_positive_int, help="torch threads per member (default: cores/N)")
