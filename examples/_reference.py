@@ -146,8 +146,8 @@ def train_member(
     row = {
         "backbone": backbone,
         "weights": weights or "DEFAULT",
-        "train_seconds": round(seconds, 1),
-        "feature_seconds": round(feature_seconds, 1),
+        "train_seconds": round(seconds, 3),
+        "feature_seconds": round(feature_seconds, 3),
         "history": history.to_dict()["records"],
         "checkpoint": str(path),
     }

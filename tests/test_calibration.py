@@ -125,3 +125,24 @@ def test_calibrated_strategy_fits_members_and_ensemble() -> None:
     assert log_loss(combined, labels) <= log_loss(scaled_mean, labels)
     with pytest.raises(ConfigError, match="temperature"):
         CalibratedStrategy(temperature=-1.0)
+
+
+def test_no_validation_errors_keeps_temperature_one() -> None:
+    """A member right on every validation image would otherwise get T -> 0 (seen on ants vs bees)."""
+    from ensemblenet.calibration import fit_temperature
+
+    labels = torch.tensor([0, 1, 0, 1, 1, 0])
+    probs = torch.tensor([[0.7, 0.3], [0.2, 0.8], [0.6, 0.4], [0.45, 0.55], [0.1, 0.9], [0.9, 0.1]])
+    assert fit_temperature(probs, labels) == 1.0
+
+
+def test_fitted_temperature_is_clipped() -> None:
+    from ensemblenet.calibration import MAX_TEMPERATURE, MIN_TEMPERATURE, fit_temperature
+
+    # One error in 5,001 rows at p = 0.6: the unclipped optimum is T = log(1.5) / log(5000) = 0.048.
+    labels = torch.tensor([0] * 5000 + [1])
+    probs = torch.tensor([[0.6, 0.4]]).repeat(5001, 1)
+    assert fit_temperature(probs, labels) == MIN_TEMPERATURE
+    # Uninformative probabilities: NLL is flat-to-rising in T, never pushed out of range.
+    uniform = torch.full((10, 2), 0.5)
+    assert MIN_TEMPERATURE <= fit_temperature(uniform, torch.tensor([0, 1] * 5)) <= MAX_TEMPERATURE

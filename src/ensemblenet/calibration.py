@@ -47,6 +47,8 @@ logger = logging.getLogger("ensemblenet.calibration")
 
 #: Probabilities are clamped to at least this before taking logs (as in metrics.log_loss).
 EPS = 1e-7
+#: Fitted temperatures are clipped to this range: beyond it a fit is chasing a few rows, not calibrating.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.05, 20.0
 
 
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
@@ -93,10 +95,22 @@ def fit_temperature(probs: torch.Tensor, labels: torch.Tensor) -> float:
     L-BFGS over ``log T`` in float64, started at ``T = 1``. ``T = 1`` is kept unless the fitted
     temperature is at least as good, so scaling never raises the log-loss on the data it was fitted
     on (as measured by :func:`~ensemblenet.metrics.log_loss`).
+
+    Two guards against fitting noise: when ``probs`` gets every row right, the log-loss keeps
+    falling as ``T -> 0`` (sharper is always "better" on data without a single error), which says
+    nothing about unseen images, so ``T = 1`` is kept; and ``T`` is clipped to
+    ``[MIN_TEMPERATURE, MAX_TEMPERATURE]``.
     """
     probs, labels = _check(probs, labels)
     if not torch.isfinite(probs).all():
         raise ConfigError("cannot fit a temperature on non-finite probabilities; drop the NaN rows first")
+    if bool((probs.argmax(1) == labels).all()):
+        logger.warning(
+            "no validation errors among %d images: a temperature fitted there would only sharpen "
+            "without limit, so T = 1 is kept for these probabilities",
+            len(labels),
+        )
+        return 1.0
     logp = torch.log(probs.double().clamp_min(EPS))
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS(
@@ -116,6 +130,7 @@ def fit_temperature(probs: torch.Tensor, labels: torch.Tensor) -> float:
     fitted = float(log_t.detach().exp().item())
     if not math.isfinite(fitted) or fitted <= 0:
         return 1.0
+    fitted = min(max(fitted, MIN_TEMPERATURE), MAX_TEMPERATURE)
     before = log_loss(probs.double(), labels)
     after = log_loss(apply_temperature(probs.double(), fitted), labels)
     return fitted if after <= before else 1.0
