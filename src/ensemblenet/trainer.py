@@ -60,8 +60,8 @@ class TrainConfig:
         label_smoothing: passed to the cross-entropy loss.
         progress: show progress bars.
         channels_last: keep the model's weights and the image batches in channels-last memory
-            layout (same arithmetic; on CPU, oneDNN's convolutions run much faster in it: MobileNetV2
-            BatchNorm-only training went from 11 to 29 images/s on 2 cores, see the performance docs).
+            layout (same arithmetic). On 2 CPU cores it sped MobileNetV2 BatchNorm-only training up
+            while the machine was loaded, not when idle; see the performance docs.
         cache_dir: a folder for the decoded-image cache (see :mod:`ensemblenet.cache`): images are
             decoded and resized once, later epochs read ``uint8`` pixels from it. None: off.
         sync_batchnorm: under ``torchrun`` on GPUs, compute BatchNorm batch statistics over the global
