@@ -18,12 +18,11 @@ Writes ``report.md``, ``report.json`` and PNG figures to ``--out`` (default ``ru
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from pathlib import Path
 
-from _reference import RECIPES, run
+from _reference import RECIPES, run_from_args
 
 from ensemblenet import scan_folder, split_samples
 
@@ -68,24 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     train, val = split_samples(train_all, (1 - fraction, fraction), seed=args.seed)
     note = f"{args.data}: train/ split {1 - fraction:.0%}/{fraction:.0%} into train/val, val/ as test"
     print(f"{note}\nsplit: train {len(train)} / val {len(val)} / test {len(test)}")
-    recipe = RECIPES[args.recipe]
-    overrides = {"epochs": args.epochs, "batch_size": args.batch_size}
-    recipe = dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v})
-    run(
-        title=f"Ants vs bees, recipe {recipe.name}",
-        data_note=note,
-        train=train,
-        val=val,
-        test=test,
-        members=args.members.split(","),
-        recipe=recipe,
-        seed=args.seed,
-        out=args.out,
-        progress=not args.no_progress,
-        device=args.device,
-        workers=args.workers,
-        resamples=args.resamples,
-    )
+    run_from_args(args, title="Ants vs bees", data_note=note, train=train, val=val, test=test)
     return 0
 
 

@@ -25,12 +25,11 @@ Writes ``report.md``, ``report.json``, PNG figures and the member checkpoints to
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 from pathlib import Path
 
 import numpy as np
-from _reference import RECIPES, run
+from _reference import RECIPES, run_from_args
 from PIL import Image
 
 from ensemblenet import Samples, scan_folder, split_samples
@@ -127,25 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         f"split: train {len(train)} / val {len(val)} / test {len(test)} "
         "(the notebook's 16,000/4,500/4,500 proportions)"
     )
-    recipe = dataclasses.replace(RECIPES[args.recipe], **({"epochs": args.epochs} if args.epochs else {}))
-    if args.batch_size:
-        recipe = dataclasses.replace(recipe, batch_size=args.batch_size)
-    run(
-        title=f"Dogs vs Cats, recipe {recipe.name}",
-        data_note=banner.splitlines()[0].removeprefix("data: ")
-        + (" (a SMALL DEMO, not the benchmark)" if len(samples) < 20_000 else ""),
-        train=train,
-        val=val,
-        test=test,
-        members=args.members.split(","),
-        recipe=recipe,
-        seed=args.seed,
-        out=args.out,
-        progress=not args.no_progress,
-        device=args.device,
-        workers=args.workers,
-        resamples=args.resamples,
-    )
+    note = banner.splitlines()[0].removeprefix("data: ")
+    note += " (a SMALL DEMO, not the benchmark)" if len(samples) < 20_000 else ""
+    run_from_args(args, title="Dogs vs Cats", data_note=note, train=train, val=val, test=test)
     return 0
 
 

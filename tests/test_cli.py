@@ -10,7 +10,6 @@ import io
 import json
 import os
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,13 +42,7 @@ def assert_one_line_error(code: int, err: str, *needles: str) -> str:
     return lines[0]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # Tiny models: torch's thread pool only adds contention on a busy 2-core machine (10x slower).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ data pipeline, a file truncated after the scan) and checks that nothing already 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +26,7 @@ from .conftest import make_tiny_model, write_class_folder
 N, SIZE = 32, 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # Tiny models: torch's thread pool only adds contention on a busy 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(**kw: Any) -> TrainConfig:
