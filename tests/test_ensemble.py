@@ -19,7 +19,7 @@ from ensemblenet.backbones import SOURCES, Backbone, register_source
 from ensemblenet.checkpoint import save_model
 from ensemblenet.data import scan_folder
 from ensemblenet.ensemble import Ensemble, EnsembleEvaluation
-from ensemblenet.errors import ClassMismatchError, ConfigError
+from ensemblenet.errors import ClassMismatchError, ConfigError, DataError
 from ensemblenet.model import ModelConfig, TransferModel, create_model
 from ensemblenet.spec import InputSpec
 from ensemblenet.strategies import WeightedStrategy
@@ -345,3 +345,24 @@ def test_cuda_run_returns_members_to_their_device(folder: Path) -> None:
     assert on_gpu.device.type == "cpu"
     assert all(p.device.type == "cpu" for m in members for p in m.parameters())
     torch.testing.assert_close(on_gpu, expected, atol=1e-2, rtol=0)  # TF32 convolutions
+
+
+def test_predict_on_a_folder_not_laid_out_by_class(tmp_path: Path) -> None:
+    """New photos in one flat folder (no class sub-folders, no cat.1.jpg names) can be predicted."""
+    folder = tmp_path / "new"
+    (folder / "more").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = ["b.png", "a.png", "more/c.png"]
+    for name in names:
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(folder / name)
+    ensemble = Ensemble([make_tiny_model(), make_tiny_model(seed=1)])
+    probs = ensemble.predict_proba(folder, progress=False, device="cpu")
+    files = sorted([folder / "a.png", folder / "b.png", folder / "more" / "c.png"])
+    assert torch.allclose(probs, ensemble.predict_proba(files, progress=False, device="cpu"))
+    assert probs.shape == (3, 2)
+    with pytest.raises(ConfigError):
+        ensemble.evaluate(folder, progress=False, device="cpu")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError):
+        ensemble.predict_proba(empty, progress=False)

@@ -351,17 +351,13 @@ def _cmd_evaluate(args: argparse.Namespace, con: Console) -> int:
 
 def _expand_inputs(inputs: Sequence[str]) -> list[Path]:
     """Files as given; folders searched recursively for image files (sorted)."""
-    from .data import IMAGE_EXTENSIONS
+    from .data import list_image_files
 
     files: list[Path] = []
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            found = sorted(
-                p
-                for p in path.rglob("*")
-                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")
-            )
+            found = list_image_files(path)
             if not found:
                 log.warning("no image files under %s", path)
             files.extend(found)

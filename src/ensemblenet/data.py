@@ -35,7 +35,7 @@ from .cache import DecodedCache, cached_item
 from .errors import ConfigError
 from .images import UnreadableImageError, View, check_image, load_image
 from .samples import DEFAULT_SPLIT, Samples, describe_skipped, split_samples
-from .scan import IMAGE_EXTENSIONS, LAYOUTS, scan_folder
+from .scan import IMAGE_EXTENSIONS, LAYOUTS, list_image_files, scan_folder
 from .spec import InputSpec
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "check_image",
     "collate",
     "describe_skipped",
+    "list_image_files",
     "load_image",
     "make_loader",
     "scan_folder",

@@ -31,7 +31,7 @@ from . import selection as _selection  # noqa: F401  (registers "greedy" and "st
 from .calibration import brier_score as brier
 from .calibration import expected_calibration_error as ece
 from .checkpoint import load_model
-from .data import Samples, View, describe_skipped, make_loader, scan_folder
+from .data import Samples, View, describe_skipped, list_image_files, make_loader, scan_folder
 from .errors import ClassMismatchError, ConfigError, DataError
 from .metrics import accuracy, log_loss
 from .model import TransferModel
@@ -430,7 +430,15 @@ class Ensemble:
             if path.is_dir():
                 # No scan-time check: every image file gets a row (NaN when it cannot be decoded),
                 # in the order scan_folder(path, verify=False) lists them, and no file is read twice.
-                data = scan_folder(path, verify=False)
+                try:
+                    data = scan_folder(path, verify=False)
+                except DataError:
+                    # Not laid out by class (e.g. a folder of new photos): predict on its images,
+                    # unlabelled, in list_image_files order; evaluate() will ask for labels.
+                    data = list_image_files(path)
+                    if not data:
+                        raise
+                    logger.info("%s is not laid out by class: predicting on its %d images", path, len(data))
             elif path.is_file():
                 data = [path]
             else:

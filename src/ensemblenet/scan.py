@@ -14,7 +14,7 @@ from .errors import ConfigError, DataError, close_matches
 from .images import check_image
 from .samples import Samples
 
-__all__ = ["IMAGE_EXTENSIONS", "LAYOUTS", "scan_folder"]
+__all__ = ["IMAGE_EXTENSIONS", "LAYOUTS", "list_image_files", "scan_folder"]
 
 logger = logging.getLogger("ensemblenet.data")
 
@@ -27,6 +27,18 @@ _LAYOUT_HELP = (
     "'kaggle' = flat files named <class>.<id>.<ext> (root/cat.123.jpg, root/dog.45.jpg)."
 )
 _SHOWN = 5  # how many file names a message or log line lists before "and N more"
+
+
+def list_image_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Every image file under ``folder``, recursively, sorted; hidden files left out. No labels:
+    for prediction on a folder that is not laid out by class."""
+    return sorted(
+        p
+        for p in Path(folder).rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")
+    )
+
+
 _EXTS = ", ".join(sorted(IMAGE_EXTENSIONS))
 
 
