@@ -34,9 +34,12 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "atomic_save",
+    "check_format_version",
+    "file_header",
     "load_checkpoint",
     "load_model",
     "model_from_state",
+    "read_plain_data",
     "save_model",
 ]
 
@@ -80,6 +83,48 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     return target
 
 
+def file_header(fmt: str, version: int) -> dict[str, Any]:
+    """The fields every ensemblenet file starts with: format, version, library versions, time."""
+    return {
+        "format": fmt,
+        "format_version": version,
+        "ensemblenet_version": __version__,
+        "torch_version": str(torch.__version__),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def read_plain_data(path: Path, *, what: str, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` with ensemblenet's errors: a missing file, pickled code
+    (refused), a truncated or foreign file. ``what`` names the kind of file in the messages."""
+    if not path.is_file():
+        raise CheckpointError(f"{what} {str(path)!r} does not exist or is not a file")
+    try:
+        with warnings.catch_warnings():  # a foreign pickle's protocol note; the error below says more
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"refused to load {str(path)!r}: it contains pickled objects other than plain data and tensors "
+            f"(possibly code). ensemblenet files never do; only load files you trust. "
+            f"({str(exc).splitlines()[-1][:300]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"cannot read {what} {str(path)!r}: truncated or not a torch file ({exc})"
+        ) from None
+
+
+def check_format_version(payload: Mapping[str, Any], path: Path, supported: int) -> None:
+    """Refuse a file written in a newer format than this version of ensemblenet reads."""
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > supported:
+        raise CheckpointError(
+            f"{str(path)!r} has format_version {version!r}; this ensemblenet ({__version__}) reads up to "
+            f"{supported}. Upgrade ensemblenet to load it."
+        )
+
+
 def save_model(
     model: TransferModel,
     path: str | os.PathLike[str],
@@ -90,11 +135,7 @@ def save_model(
     """Write ``model`` (and optional plain-data ``metrics`` / resumable ``train_state``) atomically."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload: dict[str, Any] = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "ensemblenet_version": __version__,
-        "torch_version": str(torch.__version__),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **file_header(FORMAT, FORMAT_VERSION),
         "config": model.config.to_dict(),
         "state_dict": state,
         "tensors_sha256": tensors_sha256(state),
@@ -110,33 +151,13 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Read and validate a model file without building the model (format, version, integrity)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
-    try:
-        with warnings.catch_warnings():  # a foreign pickle's protocol note; the error below says more
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"refused to load {str(path)!r}: it contains pickled objects other than plain data and tensors "
-            f"(possibly code). ensemblenet checkpoints never do; only load files you trust. "
-            f"({str(exc).splitlines()[-1][:300]})"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"cannot read checkpoint {str(path)!r}: truncated or not a torch file ({exc})"
-        ) from None
+    payload = read_plain_data(path, what="checkpoint", map_location=map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{str(path)!r} is not an ensemblenet model file (no 'format': {FORMAT!r}). For a plain "
             "state dict use load_backbone(name, weights=path) instead."
         )
-    version = payload.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{str(path)!r} has format_version {version!r}; this ensemblenet ({__version__}) reads up to "
-            f"{FORMAT_VERSION}. Upgrade ensemblenet to load it."
-        )
+    check_format_version(payload, path, FORMAT_VERSION)
     expected = payload.get("tensors_sha256")
     actual = tensors_sha256(payload["state_dict"])
     if expected != actual:

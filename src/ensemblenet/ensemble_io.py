@@ -21,19 +21,22 @@ it carries settings.
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import os
-import pickle
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._version import __version__
-from .checkpoint import atomic_save, model_from_state, tensors_sha256
+from .checkpoint import (
+    atomic_save,
+    check_format_version,
+    file_header,
+    model_from_state,
+    read_plain_data,
+    tensors_sha256,
+)
 from .errors import CheckpointError, ConfigError
 from .strategies import STRATEGIES, Strategy
 
@@ -109,11 +112,7 @@ def save_ensemble(ensemble: Ensemble, path: str | os.PathLike[str]) -> Path:
     """Write ``ensemble`` (members, strategy with its fitted state, TTA setting) to ``path`` atomically."""
     tta = getattr(ensemble, "tta", None)
     payload: dict[str, Any] = {
-        "format": ENSEMBLE_FORMAT,
-        "format_version": ENSEMBLE_FORMAT_VERSION,
-        "ensemblenet_version": __version__,
-        "torch_version": str(torch.__version__),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **file_header(ENSEMBLE_FORMAT, ENSEMBLE_FORMAT_VERSION),
         "classes": list(ensemble.classes),
         "members": [
             {
@@ -139,19 +138,7 @@ def load_ensemble(path: str | os.PathLike[str], *, map_location: str | torch.dev
     from .tta import TTA
 
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"ensemble file {str(path)!r} does not exist or is not a file")
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"refused to load {str(path)!r}: it contains pickled objects other than plain data and tensors "
-            f"(possibly code); only load files you trust. ({str(exc).splitlines()[-1][:300]})"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {str(path)!r}: truncated or not a torch file ({exc})") from None
+    payload = read_plain_data(path, what="ensemble file", map_location=map_location)
     if not isinstance(payload, dict) or payload.get("format") != ENSEMBLE_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         hint = " It is a single model: use load_model()." if found == "ensemblenet.model" else ""
@@ -159,12 +146,7 @@ def load_ensemble(path: str | os.PathLike[str], *, map_location: str | torch.dev
             f"{str(path)!r} is not an ensemblenet ensemble file (format {found!r}, expected "
             f"{ENSEMBLE_FORMAT!r}).{hint}"
         )
-    version = payload.get("format_version")
-    if not isinstance(version, int) or version > ENSEMBLE_FORMAT_VERSION:
-        raise CheckpointError(
-            f"{str(path)!r} has format_version {version!r}; this ensemblenet ({__version__}) reads up to "
-            f"{ENSEMBLE_FORMAT_VERSION}. Upgrade ensemblenet to load it."
-        )
+    check_format_version(payload, path, ENSEMBLE_FORMAT_VERSION)
     actual = _digest(payload)
     if payload.get("sha256") != actual:
         raise CheckpointError(
