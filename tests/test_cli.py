@@ -264,6 +264,28 @@ def test_ensemble_fits_weights_on_validation_folder(tmp_path: Path, folder: Path
     assert not (tmp_path / "e.pt").exists()
 
 
+def test_ensemble_choose_picks_on_validation_and_saves_the_winner(
+    tmp_path: Path, folder: Path, model: Path
+) -> None:
+    from ensemblenet import Ensemble, choose_strategy
+    from ensemblenet.data import scan_folder
+
+    other = model_file(tmp_path / "other.pt", seed=1)
+    ens = tmp_path / "ens.pt"
+    code, out, _ = run("ensemble", model, other, "--val", folder, "--choose", "-o", ens, "--json", "-q")
+    assert code == 0
+    doc = json.loads(out)
+    probs = Ensemble.from_checkpoints([model, other]).member_probas(folder, progress=False).double()
+    expected = choose_strategy(probs, torch.as_tensor(scan_folder(folder).labels))
+    assert doc["choice"]["chosen"] == expected.name == doc["strategy"]
+    assert doc["choice"]["log_loss_oof"] == pytest.approx(expected.scores)
+    assert Ensemble.load(ens).predict_proba(folder, progress=False).shape == (12, 2)
+    code, _, err = run("ensemble", model, other, "--choose", "--strategy", "vote", "--val", folder, "-q")
+    assert_one_line_error(code, err, "--choose", "leave out --strategy")
+    code, _, err = run("ensemble", model, other, "--choose", "-q")
+    assert_one_line_error(code, err, "--choose", "--val FOLDER")
+
+
 def test_parser_defaults_are_the_reference_recipe() -> None:
     args = build_parser().parse_args(["train", "data", "--backbone", "torchvision:resnet18"])
     assert (args.epochs, args.lr, args.batch_size, args.head, args.freeze) == (2, 1e-3, 32, "mlp", "bn_only")

@@ -23,6 +23,7 @@ EXPECTED = {
     "brier_score", "expected_calibration_error", "export_onnx", "load_ensemble", "mcnemar_exact",
     "paired_bootstrap", "save_ensemble",
     "DistContext", "MemberResult", "train_ensemble",
+    "StrategyChoice", "choose_strategy",
 }  # fmt: skip
 
 

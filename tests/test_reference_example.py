@@ -67,7 +67,15 @@ def test_both_recipes_write_a_complete_report(tmp_path: Path, reference: Any, re
     assert saved["recipe"]["name"] == recipe
     rows = {r["name"]: r for r in saved["report"]["rows"]}
     assert set(rows) == {"8", "6", "ensemble (mean)", "ensemble (weighted)", "ensemble (calibrated)"}
-    assert saved["primary"] == f"ensemble ({chosen.combine})"
+    if chosen.combine == "auto":  # chosen on validation by cross-fitted log-loss, listed first
+        choice = saved["choice"]
+        scores = choice["out_of_fold_scores"]
+        assert set(scores) == {"mean", "weighted", "calibrated"} and choice["folds"] == 5
+        assert scores[choice["chosen"]] == pytest.approx(min(scores.values()), rel=1e-9)
+        assert saved["primary"] == f"ensemble ({choice['chosen']})"
+    else:
+        assert saved["choice"] is None and saved["primary"] == f"ensemble ({chosen.combine})"
+    assert saved["report"]["rows"][2]["name"] == saved["primary"]  # after the two members
     # every row's accuracy is its confusion matrix's diagonal share
     for name, matrix in saved["confusion_matrices"].items():
         m = torch.tensor(matrix)

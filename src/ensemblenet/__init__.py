@@ -10,6 +10,7 @@ from .cache import DecodedCache
 from .calibration import CalibratedStrategy, brier_score, expected_calibration_error
 from .callbacks import Callback, EarlyStopping, ModelCheckpoint
 from .checkpoint import load_model, save_model
+from .choice import StrategyChoice, choose_strategy
 from .data import (
     DEFAULT_SPLIT,
     ImageDataset,
@@ -110,6 +111,7 @@ __all__ = [
     "Samples",
     "StackingStrategy",
     "Strategy",
+    "StrategyChoice",
     "TrainConfig",
     "Trainer",
     "TrainingError",
@@ -123,6 +125,7 @@ __all__ = [
     "WeightsUnavailableError",
     "__version__",
     "brier_score",
+    "choose_strategy",
     "create_model",
     "expected_calibration_error",
     "export_onnx",

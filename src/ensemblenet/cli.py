@@ -452,7 +452,15 @@ def _cmd_ensemble(args: argparse.Namespace, con: Console) -> int:
     ensemble = _load_ensemble(args.models, args.strategy, args.weights, args.tta)
     progress = not con.quiet
     fitted: list[float] | None = None
-    if args.val is not None and (
+    choice = None
+    if args.choose:
+        if args.val is None or args.calibrate or args.strategy or args.weights:
+            raise ConfigError(
+                "--choose picks the strategy itself (mean, weighted or calibrated) on validation data: "
+                "give --val FOLDER and leave out --strategy, --weights and --calibrate"
+            )
+        choice = ensemble.choose_strategy(str(args.val), progress=progress)
+    elif args.val is not None and (
         callable(getattr(ensemble.strategy, "fit", None)) or args.strategy in (None, "mean")
     ):
         fitted = [float(w) for w in ensemble.fit_weights(str(args.val), progress=progress)]
@@ -469,6 +477,8 @@ def _cmd_ensemble(args: argparse.Namespace, con: Console) -> int:
     if args.out is not None:
         ensemble.save(args.out)
     con.say(repr(ensemble) + (f"\nfitted weights: {fitted}" if fitted else ""))
+    if choice is not None:
+        con.say(str(choice))
     if evaluation is not None:
         con.say(str(evaluation))
     if args.out is not None:
@@ -480,6 +490,7 @@ def _cmd_ensemble(args: argparse.Namespace, con: Console) -> int:
             "out": args.out,
             "strategy": strategy_name(ensemble.strategy),
             "weights": fitted or None,
+            "choice": None if choice is None else {"chosen": choice.name, "log_loss_oof": choice.scores},
             "validation": evaluation.to_dict() if evaluation is not None else None,
         }
     )
@@ -729,6 +740,11 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble.add_argument("--val", help="labelled validation folder to fit member weights on")
     ensemble.add_argument(
         "--calibrate", action="store_true", help="also fit temperatures (members and ensemble) on --val"
+    )
+    ensemble.add_argument(
+        "--choose",
+        action="store_true",
+        help="choose mean, weighted or calibrated on --val by 5-fold cross-fitted log-loss",
     )
     ensemble.add_argument(
         "--out", "-o", help="where to save the ensemble (one file, for -m in other commands)"

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import calibration as _calibration
+from . import choice as _choice
 from . import selection as _selection  # noqa: F401  (registers "greedy" and "stacking")
 from .calibration import brier_score as brier
 from .calibration import expected_calibration_error as ece
@@ -313,6 +314,30 @@ class Ensemble:
         calibrated.fit(probs[:, valid].double(), labels[valid])
         self.strategy = calibrated
         return calibrated
+
+    def choose_strategy(
+        self,
+        data: Data,
+        candidates: Any = _choice.DEFAULT_CANDIDATES,
+        *,
+        metric: str = "log_loss",
+        folds: int = 5,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> _choice.StrategyChoice:
+        """Pick the combination on labelled validation ``data`` by cross-fitting, and use it.
+
+        Each candidate (``"mean"``, ``"weighted"`` and ``"calibrated"`` by default) is scored on
+        out-of-fold predictions, so a fitted strategy cannot win by overfitting the split; the
+        winner is refitted on all of ``data`` and becomes :attr:`strategy`. See
+        :func:`ensemblenet.choice.choose_strategy`.
+        """
+        probs, labels, valid, _ = self._labelled_probas(data, "choose_strategy", **kwargs)
+        choice = _choice.choose_strategy(
+            probs[:, valid].double(), labels[valid], candidates, metric=metric, folds=folds, seed=seed
+        )
+        self.strategy = choice.strategy
+        return choice
 
     def report(
         self,
