@@ -90,3 +90,38 @@ def test_both_recipes_write_a_complete_report(tmp_path: Path, reference: Any, re
     for name in rows:
         assert f"| {name} | {rows[name]['accuracy']:.4f} |" in text
     assert "McNemar" in text and saved["versions"]["torch"] == torch.__version__
+
+
+def test_the_benchmarks_page_is_written_from_the_reports(tmp_path: Path, reference: Any) -> None:
+    """docs/benchmarks_page.py renders report.json files; a missing run says so instead of failing."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "benchmarks_page", EXAMPLES.parent / "docs" / "benchmarks_page.py"
+    )
+    assert spec is not None and spec.loader is not None
+    page = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(page)
+    folder = write_class_folder(tmp_path / "images", per_class=12)
+    train, val, test = split_samples(scan_folder(folder), (0.5, 0.25, 0.25), seed=0)
+    best = reference.RECIPES["best"]
+    payload = reference.run(
+        title="tiny", data_note="generated", train=train, val=val, test=test,
+        members=["ref-test:8", "ref-test:6"], recipe=type(best)(**{**best.__dict__, "epochs": 2}), seed=0,
+        out=tmp_path / "runs" / "tiny-best", progress=False, device="cpu", resamples=50,
+    )  # fmt: skip
+    template = "{tiny_best_cmd}\n\n{tiny_best}\n\n{tiny_best_targets}\n\n{tiny_best_figs}\n\n{other}"
+    text = page.render(template, tmp_path / "runs", static=tmp_path / "static")
+    assert text.startswith(payload["command"])
+    for row in payload["report"]["rows"]:
+        lo, hi = row["accuracy_ci"]
+        assert f"     - {row['accuracy']:.4f} [{lo:.4f}, {hi:.4f}]" in text
+        assert f"     - {row['log_loss']:.4f}" in text
+    primary = next(r for r in payload["report"]["rows"] if r["name"] == payload["primary"])
+    verdict = "**met**" if primary["accuracy"] >= 0.99 else "**missed**"
+    assert f"     - {primary['accuracy']:.2%} (95% CI" in text and verdict in text
+    assert "chosen on the validation split by 5-fold cross-fitted log_loss" in text
+    assert sorted(p.name for p in (tmp_path / "static").iterdir()) == sorted(
+        f"tiny-best-{key}.png" for key in page.FIGURES
+    )
+    assert "not measured on this machine" in text and "``other``" in text
