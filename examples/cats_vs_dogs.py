@@ -13,8 +13,13 @@ batch 32, 224 px squash resize, mean of probabilities); ``best`` is ensemblenet'
 on a CPU (head_only with the frozen-feature cache, 10 epochs, cosine schedule, batch 64). See
 ``examples/_reference.py`` and the benchmarks page of the docs for what each changes and why.
 
-Members default to the offline ImageNet weights (MobileNetV2 + EfficientNet-Lite0). The
-notebook's ResNet18 + ResNet34 pair needs weight files you supply::
+Members default to the offline ImageNet weights (MobileNetV2 + EfficientNet-Lite0); EfficientNet-Lite1
+(240 px) and Lite2 (260 px) are in the offline catalog too, and each member sees images at its own size::
+
+    python examples/cats_vs_dogs.py \
+        --members torchvision:mobilenet_v2,timm:tf_efficientnet_lite0,timm:tf_efficientnet_lite2
+
+The notebook's ResNet18 + ResNet34 pair needs weight files you supply::
 
     python examples/cats_vs_dogs.py --members torchvision:resnet18=r18.pth,torchvision:resnet34=r34.pth
 

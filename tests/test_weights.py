@@ -243,7 +243,12 @@ def test_catalog_lists_the_documented_entries() -> None:
 
 @pytest.mark.parametrize(
     ("backbone", "weights"),
-    [("torchvision:mobilenet_v2", "IMAGENET1K_V1"), ("timm:tf_efficientnet_lite0", "imagenet")],
+    [
+        ("torchvision:mobilenet_v2", "IMAGENET1K_V1"),
+        ("timm:tf_efficientnet_lite0", "imagenet"),
+        ("timm:tf_efficientnet_lite1", "DEFAULT"),
+        ("timm:tf_efficientnet_lite2", "in1k"),
+    ],
 )
 def test_catalog_finds_installed_files(backbone: str, weights: str) -> None:
     entry = OFFLINE_WEIGHTS[(backbone, weights)]

