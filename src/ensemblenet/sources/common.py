@@ -42,6 +42,10 @@ class Backbone(NamedTuple):
     module: nn.Module
     num_features: int
     spec: InputSpec
+    #: What the starting weights really were (a catalog file, a local file, a release name), for
+    #: the record: the name the user gave (``"DEFAULT"``) can mean different files on different
+    #: machines. None for random init or when the source cannot say.
+    weights_source: str | None = None
 
 
 WeightsArg = str | Path | None
@@ -137,8 +141,11 @@ def unavailable(
     return WeightsUnavailableError(" ".join(parts))
 
 
-def from_catalog(backbone: str, names: tuple[str, ...], build: Callable[[], nn.Module]) -> nn.Module | None:
-    """The full model built by ``build`` and filled from the offline catalog; None if it has no file."""
+def from_catalog(
+    backbone: str, names: tuple[str, ...], build: Callable[[], nn.Module]
+) -> tuple[nn.Module, str] | None:
+    """The full model built by ``build`` and filled from the offline catalog, with a description of
+    the file it read; None if the catalog has no installed file for any of ``names``."""
     for weights_name in dict.fromkeys(names):
         path = offline_weights_path(backbone, weights_name)
         if path is not None:
@@ -149,5 +156,6 @@ def from_catalog(backbone: str, names: tuple[str, ...], build: Callable[[], nn.M
             )
             model: nn.Module = build()
             load_into(model, read_state_dict(path), source=str(path))
-            return model
+            described = f"offline catalog: {entry.package}/{entry.path}" if entry else str(path)
+            return model, described + note
     return None

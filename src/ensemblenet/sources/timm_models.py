@@ -33,17 +33,22 @@ def load_timm(name: str, weights: WeightsArg) -> Backbone:
     if not timm.is_model(base):
         raise UnknownNameError(unknown_name_message("timm model", base, timm.list_models()))
     backbone = f"timm:{name}"
+    source: str | None = None
     if weights is None:
         model = timm.create_model(name, pretrained=False, num_classes=0)
     elif isinstance(weights, Path):
+        source = f"file {weights}"
         model = timm.create_model(name, pretrained=False)
         ignore = _timmclassifier_keys(model)
         load_into(model, read_state_dict(weights), ignore_missing=ignore, source=str(weights))
         model.reset_classifier(0)
     else:
         full_name = _timm_pretrained_name(timm, base, tag, weights)
-        model = from_catalog(backbone, (weights,), lambda: timm.create_model(full_name, pretrained=False))
-        if model is None:
+        found = from_catalog(backbone, (weights,), lambda: timm.create_model(full_name, pretrained=False))
+        if found is not None:
+            model, source = found
+        else:
+            source = f"timm {full_name}"
             try:
                 model = timm.create_model(full_name, pretrained=True)
             except Exception as exc:
@@ -62,7 +67,7 @@ def load_timm(name: str, weights: WeightsArg) -> Backbone:
     )
     # timm >= 1.0 models such as MobileNetV3 pool to head_hidden_size, wider than num_features.
     num_features = getattr(model, "head_hidden_size", None) or model.num_features
-    return Backbone(model, int(num_features), spec)
+    return Backbone(model, int(num_features), spec, source)
 
 
 def _timmclassifier_keys(model: nn.Module) -> list[str]:

@@ -47,7 +47,8 @@ def load_hub(spec: str, weights: WeightsArg) -> Backbone:
     model = _hub_call(repo, entry, source, kwargs, backbone, tv_name)
     if isinstance(weights, Path):
         load_into(model, read_state_dict(weights), ignore_missing=classifier_keys(model), source=str(weights))
-    return Backbone(model, strip_classifier(model), _hub_spec(tv_name, weights))
+    loaded = None if weights is None else f"file {weights}" if isinstance(weights, Path) else f"hub {weights}"
+    return Backbone(model, strip_classifier(model), _hub_spec(tv_name, weights), loaded)
 
 
 def _hub_call(

@@ -62,9 +62,11 @@ def load_torchvision(name: str, weights: WeightsArg) -> Backbone:
         raise UnknownNameError(unknown_name_message("torchvision model", name, names, fix))
     backbone = f"torchvision:{name}"
     weights_enum = tvm.get_model_weights(name)
+    source: str | None = None
     if weights is None:
         model, spec = tvm.get_model(name, weights=None), InputSpec()
     elif isinstance(weights, Path):
+        source = f"file {weights}"
         model = tvm.get_model(name, weights=None)
         load_into(model, read_state_dict(weights), ignore_missing=classifier_keys(model), source=str(weights))
         # A local file is most often the official one fetched elsewhere: use its preprocessing.
@@ -72,12 +74,15 @@ def load_torchvision(name: str, weights: WeightsArg) -> Backbone:
     else:
         key, member = tv_member(weights_enum, weights, backbone)
         spec = tv_spec(member)
-        model = from_catalog(backbone, (key, member.name), lambda: tvm.get_model(name, weights=None))
-        if model is None:
+        found = from_catalog(backbone, (key, member.name), lambda: tvm.get_model(name, weights=None))
+        if found is not None:
+            model, source = found
+        else:
+            source = f"torchvision {member}"  # e.g. MobileNet_V2_Weights.IMAGENET1K_V2
             try:
                 model = tvm.get_model(name, weights=member)
             except Exception as exc:
                 if is_network_error(exc):
                     raise unavailable(backbone, weights, exc, url=member.url) from exc
                 raise
-    return Backbone(model, strip_classifier(model), spec)
+    return Backbone(model, strip_classifier(model), spec, source)
