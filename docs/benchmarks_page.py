@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import string
 import sys
 from pathlib import Path
 from typing import Any
@@ -161,16 +162,20 @@ def targets(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def values(runs: Path, static: Path = STATIC) -> dict[str, str]:
+def values(runs: Path, wanted: set[str], static: Path = STATIC) -> dict[str, str]:
+    """The ``wanted`` fields that the reports under ``runs`` can fill (only those figures are copied)."""
     found: dict[str, str] = {}
     for folder in sorted(p for p in runs.iterdir() if (p / "report.json").is_file()):
-        d = json.loads((folder / "report.json").read_text())
         key = folder.name.replace("-", "_")
+        if not wanted & {key, f"{key}_cmd", f"{key}_hw", f"{key}_figs", f"{key}_targets"}:
+            continue
+        d = json.loads((folder / "report.json").read_text())
         hw, v = d["hardware"], d["versions"]
         found[key] = tables(d)
         found[f"{key}_cmd"] = d["command"]
         found[f"{key}_hw"] = f"{hw['cpu']}, {hw['cpu_count']} cores, torch {v['torch']}"
-        found[f"{key}_figs"] = figures(runs, folder.name, static)
+        if f"{key}_figs" in wanted:
+            found[f"{key}_figs"] = figures(runs, folder.name, static)
         found[f"{key}_targets"] = targets(d)
     return found
 
@@ -182,7 +187,8 @@ class _Missing(dict[str, str]):
 
 def render(template: str, runs: Path, static: Path = STATIC) -> str:
     """``template`` with its ``{key}`` fields filled from the reports under ``runs``."""
-    return template.format_map(_Missing(values(runs, static)))
+    wanted = {field for _, field, _, _ in string.Formatter().parse(template) if field}
+    return template.format_map(_Missing(values(runs, wanted, static)))
 
 
 def main(argv: list[str]) -> int:
