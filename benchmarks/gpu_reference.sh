@@ -4,6 +4,7 @@
 #
 #   bash benchmarks/gpu_reference.sh [DOGS_VS_CATS_FOLDER]        # default ../shared/data/dogs-vs-cats-200px
 #   R18=r18.pth R34=r34.pth bash benchmarks/gpu_reference.sh      # also the notebook's ResNet18 + ResNet34
+#   DRY_RUN=1 bash benchmarks/gpu_reference.sh                    # print the commands, run nothing
 #
 # On CUDA the trainer autocasts to bf16 (TrainConfig.precision="auto"); images are decoded by
 # $WORKERS DataLoader workers. The seed recipe keeps the notebook's batch of 32 (it is what is being
@@ -17,16 +18,23 @@ OUT=${OUT:-runs/gpu}
 WORKERS=${WORKERS:-8}
 BEST_BATCH=${BEST_BATCH:-256}
 
+DRY_RUN=${DRY_RUN:-}
+if [[ -z "$DRY_RUN" ]]; then
 python - <<'PY'
 import torch
 if not torch.cuda.is_available():
     raise SystemExit("no CUDA device visible to torch; this script is for a GPU machine (see docs/benchmarks.rst)")
 print("GPU:", torch.cuda.get_device_name(0), "| torch", torch.__version__)
 PY
+fi
 
 members=(--members torchvision:mobilenet_v2,timm:tf_efficientnet_lite0)
 run() {  # name, then the example's arguments
     local name=$1; shift
+    if [[ -n "$DRY_RUN" ]]; then  # one line per command, arguments NUL-free and tab-separated
+        (IFS=$'\t'; echo "python"$'\t'"$*"$'\t'--device$'\t'cuda$'\t'--workers$'\t'"$WORKERS"$'\t'--out$'\t'"$OUT/$name"$'\t'--no-progress)
+        return
+    fi
     mkdir -p "$OUT"
     echo "== $name: $*"
     python "$@" --device cuda --workers "$WORKERS" --out "$OUT/$name" --no-progress 2>&1 | tee "$OUT/$name.log"
@@ -42,4 +50,4 @@ if [[ -n "${R18:-}" && -n "${R34:-}" ]]; then
     run cats_vs_dogs-resnet-best examples/cats_vs_dogs.py --data "$DATA" --limit 0 --recipe best \
         --batch-size "$BEST_BATCH" "${resnets[@]}"
 fi
-echo "reports: $OUT/*/report.md"
+[[ -n "$DRY_RUN" ]] || echo "reports: $OUT/*/report.md"
