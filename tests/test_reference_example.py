@@ -127,3 +127,32 @@ def test_the_benchmarks_page_is_written_from_the_reports(tmp_path: Path, referen
         f"tiny-best-{key}.png" for key in page.FIGURES
     )
     assert "not measured on this machine" in text and "``other``" in text
+
+
+@pytest.mark.slow
+def test_the_notebooks_resnet_pair_runs_from_local_weight_files(tmp_path: Path, one_thread: None) -> None:
+    """``--members torchvision:resnet18=FILE,torchvision:resnet34=FILE``: the pair the notebook used,
+    from state-dict files (no ResNet ImageNet weights exist offline; random ones stand in here)."""
+    import torchvision
+
+    files = {}
+    for name in ("resnet18", "resnet34"):
+        torch.manual_seed(0)
+        files[name] = tmp_path / f"{name}.pth"
+        torch.save(getattr(torchvision.models, name)().state_dict(), files[name])
+    folder = write_class_folder(tmp_path / "images", per_class=14)
+    members = ",".join(f"torchvision:{n}={f}" for n, f in files.items())
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import cats_vs_dogs
+
+        out = tmp_path / "report"
+        argv = ["--data", str(folder), "--members", members, "--recipe", "seed", "--epochs", "1"]
+        assert cats_vs_dogs.main([*argv, "--resamples", "50", "--no-progress", "--out", str(out)]) == 0
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    saved = json.loads((out / "report.json").read_text())
+    assert [m["backbone"] for m in saved["members"]] == ["torchvision:resnet18", "torchvision:resnet34"]
+    assert [m["weights_source"] for m in saved["members"]] == [f"file {f}" for f in files.values()]
+    assert saved["recipe"]["freeze"] == "bn_only" and saved["primary"] == "ensemble (mean)"
+    assert {r["name"] for r in saved["report"]["rows"]} >= {"resnet18", "resnet34", "ensemble (mean)"}
