@@ -35,6 +35,7 @@ import torch
 
 import ensemblenet
 from ensemblenet import Ensemble, finetune, scan_folder, split_samples
+from ensemblenet.choice import choose_strategy
 from ensemblenet.report import build_report
 from ensemblenet.strategies import resolve_strategy
 
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             fit(val_probs, val_labels)  # validation only
         combined[name] = strategy.combine(test_probs)
         fitted[name] = repr(strategy)
+    # Which one would cross-fitting on the validation split have picked? (The test split plays no part.)
+    choice = choose_strategy(val_probs, val_labels, STRATEGIES, seed=args.seed)
     report = build_report(
         test_probs,
         test_labels,
@@ -133,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     text = (
         f"{report}\n\nfitted on validation ({len(val)} images):\n"
         + "\n".join(f"  {k}: {v}" for k, v in fitted.items())
+        + f"\n\nchoose_strategy on validation: {choice}"
         + f"\n\nmembers: {args.freeze}, {args.epochs} epochs, Adam 1e-3, batch 32; total {seconds:.0f}s; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
@@ -144,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         "report": report.to_dict(),
         "fitted": fitted,
+        "choice": {"chosen": choice.name, "out_of_fold_log_loss": choice.scores},
         "split": {"train": len(train), "val": len(val), "test": len(test)},
         "command": command,
         "seconds": round(seconds, 1),
