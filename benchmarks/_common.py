@@ -89,6 +89,12 @@ def run_side(script: str, side: str, args: Sequence[str]) -> dict[str, Any]:
     return result
 
 
+def print_report(benchmark: str, args: Any, results: dict[str, Any]) -> None:
+    """The last thing a benchmark prints: its name, the hardware, its arguments and results, as JSON."""
+    report = {"benchmark": benchmark, "hardware": hardware(), "args": vars(args), "results": results}
+    print(json.dumps(report, indent=1))
+
+
 def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]

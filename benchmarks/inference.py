@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, hardware, pick, table, warm_files
+from _common import emit, pick, print_report, table, warm_files
 
 SIDES = ("plain", "ensemblenet", "ens_fast", "onnxruntime")
 
@@ -154,12 +153,7 @@ def main() -> None:
         results[side] = {"seconds": seconds[side], "images_per_s": best, "max_abs_diff_vs_plain": diff}
         rows.append([side, f"{best:.1f}", f"{best / base:.2f}x", f"{diff:.1e}"])
     print(table(rows, ["side", "images/s (best round)", "vs plain", "max |p - p_plain|"]))
-    print(
-        json.dumps(
-            {"benchmark": "inference", "hardware": hardware(), "args": vars(args), "results": results},
-            indent=1,
-        )
-    )
+    print_report("inference", args, results)
 
 
 if __name__ == "__main__":

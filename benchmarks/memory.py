@@ -13,12 +13,11 @@ Run (2.5 minutes on the shared 2-core machine of docs/performance.rst)::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import hardware, run_side, table
+from _common import print_report, run_side, table
 
 HERE = Path(__file__).resolve().parent
 JOBS = [
@@ -42,11 +41,7 @@ def main() -> None:
             results[f"{task}/{side}"] = r
             rows.append([task, side, f"{r['peak_rss_mib']:.0f}", f"{r['process_seconds']:.0f}"])
     print(table(rows, ["task", "side", "peak RSS MiB", "process s"]))
-    print(
-        json.dumps(
-            {"benchmark": "memory", "hardware": hardware(), "args": vars(args), "results": results}, indent=1
-        )
-    )
+    print_report("memory", args, results)
 
 
 if __name__ == "__main__":

@@ -27,14 +27,13 @@ Run (11 minutes on the shared 2-core machine; the reference stops at 97% or afte
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import MEAN, STD, hardware, notebook_dataset, offline_file, pick, table, warm_files
+from _common import MEAN, STD, notebook_dataset, offline_file, pick, print_report, table, warm_files
 
 
 def reference(
@@ -180,12 +179,7 @@ def main() -> None:
             f"speed-up: {results['speedup_train_time']:.1f}x (train s), "
             f"{results['speedup_wall_time']:.1f}x (wall s)"
         )
-    print(
-        json.dumps(
-            {"benchmark": "time_to_accuracy", "hardware": hardware(), "args": vars(args), "results": results},
-            indent=1,
-        )
-    )
+    print_report("time_to_accuracy", args, results)
 
 
 if __name__ == "__main__":

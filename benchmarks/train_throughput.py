@@ -20,7 +20,6 @@ Run (3 minutes on the shared 2-core machine of docs/performance.rst)::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import threading
@@ -28,7 +27,18 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import MEAN, STD, Baton, emit, hardware, notebook_dataset, offline_file, pick, table, warm_files
+from _common import (
+    MEAN,
+    STD,
+    Baton,
+    emit,
+    notebook_dataset,
+    offline_file,
+    pick,
+    print_report,
+    table,
+    warm_files,
+)
 
 SIDES = ("plain", "ensemblenet", "ens_nocl")
 
@@ -170,8 +180,7 @@ def main() -> None:
             ]
         )
     print(table(rows, ["side", "epoch 1 img/s", "later epochs img/s", "epoch 1 vs plain", "later vs plain"]))
-    report = {"benchmark": "train_throughput", "hardware": hardware(), "args": vars(args), "results": results}
-    print(json.dumps(report, indent=1))
+    print_report("train_throughput", args, results)
 
 
 if __name__ == "__main__":
