@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -11,10 +15,12 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ensemblenet.backbones import SOURCES, Backbone, register_source
 from ensemblenet.model import ModelConfig, TransferModel
 from ensemblenet.spec import InputSpec
 
 REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
@@ -30,6 +36,42 @@ def tiny_backbone(width: int = 8) -> nn.Module:
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
     )
+
+
+@contextlib.contextmanager
+def registered_tiny_source(name: str) -> Iterator[str]:
+    """Backbone source ``name`` whose ``"name:W"`` is :func:`tiny_backbone` of width W at 16 x 16
+    (weights ignored), so ``create_model`` and checkpoints rebuild in milliseconds, offline.
+    Unregistered on exit."""
+
+    def load(model: str, weights: object) -> Backbone:
+        return Backbone(tiny_backbone(int(model)), int(model), InputSpec(size=(16, 16)))
+
+    register_source(name, load)
+    try:
+        yield name
+    finally:
+        SOURCES.unregister(name)
+
+
+def load_script(path: Path) -> ModuleType:
+    """The script at ``path`` as a fresh module; its folder is importable while it loads, as when
+    the script runs (the reference examples import ``_reference`` from beside them)."""
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec = importlib.util.spec_from_file_location(f"script_{path.stem}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while it executes
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(path.parent))
+
+
+def load_example(name: str) -> ModuleType:
+    """``examples/NAME.py`` as a fresh module."""
+    return load_script(EXAMPLES / f"{name}.py")
 
 
 def make_tiny_model(

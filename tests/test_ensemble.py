@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ensemblenet.backbones import SOURCES, Backbone, register_source
 from ensemblenet.checkpoint import save_model
 from ensemblenet.data import scan_folder
 from ensemblenet.ensemble import Ensemble, EnsembleEvaluation
@@ -24,7 +23,7 @@ from ensemblenet.model import ModelConfig, TransferModel, create_model
 from ensemblenet.spec import InputSpec
 from ensemblenet.strategies import WeightedStrategy
 
-from .conftest import make_tiny_model, tiny_backbone, write_class_folder
+from .conftest import make_tiny_model, registered_tiny_source, write_class_folder
 
 CLASSES = ("cats", "dogs")
 CPU: dict[str, Any] = {
@@ -307,15 +306,8 @@ def test_user_strategy_function() -> None:
 @pytest.fixture
 def tiny_source() -> Iterator[str]:
     """A backbone source building conftest's tiny network, so checkpoints rebuild offline in ms."""
-
-    def load(name: str, weights: object) -> Backbone:
-        return Backbone(tiny_backbone(int(name)), int(name), InputSpec(size=(16, 16)))
-
-    register_source("ens-test", load)
-    try:
-        yield "ens-test"
-    finally:
-        SOURCES.unregister("ens-test")
+    with registered_tiny_source("ens-test") as source:
+        yield source
 
 
 def test_from_checkpoints_rebuilds_the_members(tmp_path: Path, folder: Path, tiny_source: str) -> None:

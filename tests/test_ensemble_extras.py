@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import torch
 
-from ensemblenet.backbones import SOURCES, Backbone, register_source
 from ensemblenet.calibration import CalibratedStrategy, brier_score, expected_calibration_error
 from ensemblenet.checkpoint import save_model
 from ensemblenet.data import scan_folder
@@ -24,7 +23,7 @@ from ensemblenet.spec import InputSpec
 from ensemblenet.strategies import STRATEGIES, register_strategy
 from ensemblenet.tta import TTA, member_probs, resolve_tta
 
-from .conftest import tiny_backbone, write_class_folder
+from .conftest import registered_tiny_source, write_class_folder
 
 CLASSES = ("cats", "dogs")
 CPU: dict[str, Any] = {"progress": False, "device": "cpu"}
@@ -35,15 +34,8 @@ SPEC_B = InputSpec(size=(20, 24), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), int
 @pytest.fixture
 def tiny_source() -> Iterator[str]:
     """A backbone source building conftest's tiny network, so saved ensembles rebuild offline."""
-
-    def load(name: str, weights: object) -> Backbone:
-        return Backbone(tiny_backbone(int(name)), int(name), InputSpec(size=(16, 16)))
-
-    register_source("ensx-test", load)
-    try:
-        yield "ensx-test"
-    finally:
-        SOURCES.unregister("ensx-test")
+    with registered_tiny_source("ensx-test") as source:
+        yield source
 
 
 def members(source: str) -> list[TransferModel]:

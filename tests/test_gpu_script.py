@@ -7,38 +7,25 @@ updating the script fails here rather than on a lent GPU machine.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "gpu_reference.sh"
+from .conftest import REPO, load_example
+
+SCRIPT = REPO / "benchmarks" / "gpu_reference.sh"
 
 
 def run_script(**env: str) -> subprocess.CompletedProcess[str]:
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     full = {**os.environ, "PATH": path, "VIRTUAL_ENV": sys.prefix, **env}
     return subprocess.run(
-        ["bash", str(SCRIPT)], cwd=ROOT, env=full, capture_output=True, text=True, timeout=120, check=False
+        ["bash", str(SCRIPT)], cwd=REPO, env=full, capture_output=True, text=True, timeout=120, check=False
     )
-
-
-def example(name: str) -> ModuleType:
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(ROOT / "examples"))
 
 
 def test_every_command_of_the_gpu_script_parses() -> None:
@@ -48,9 +35,10 @@ def test_every_command_of_the_gpu_script_parses() -> None:
     # both recipes on Dogs vs Cats, ants vs bees, and the ResNet pair when its files are given
     assert len(commands) == 6
     outs = []
+    examples = {name: load_example(name) for name in ("cats_vs_dogs", "ants_vs_bees")}
     for argv in commands:
         assert argv[0] == "python" and argv[1].startswith("examples/")
-        args = example(Path(argv[1]).stem).parse_args(argv[2:])
+        args = examples[Path(argv[1]).stem].parse_args(argv[2:])
         assert (args.device, args.workers, args.no_progress) == ("cuda", 3, True)
         assert args.recipe in ("seed", "best")
         outs.append(str(args.out))

@@ -7,7 +7,6 @@ page); this checks that both recipes produce a complete, self-consistent report 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,29 +15,17 @@ import pytest
 import torch
 from PIL import Image
 
-from ensemblenet import InputSpec, scan_folder, split_samples
-from ensemblenet.backbones import SOURCES, Backbone, register_source
+from ensemblenet import scan_folder, split_samples
 
-from .conftest import tiny_backbone, write_class_folder
+from .conftest import REPO, load_example, load_script, registered_tiny_source, write_class_folder
 
 pytest.importorskip("matplotlib")
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 @pytest.fixture
 def reference() -> Iterator[Any]:
-    def load(name: str, weights: object) -> Backbone:  # weights ignored: random init is enough here
-        return Backbone(tiny_backbone(int(name)), int(name), InputSpec(size=(16, 16)))
-
-    register_source("ref-test", load)
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        import _reference
-
-        yield _reference
-    finally:
-        sys.path.remove(str(EXAMPLES))
-        SOURCES.unregister("ref-test")
+    with registered_tiny_source("ref-test"):  # weights ignored: random init is enough here
+        yield load_example("_reference")
 
 
 @pytest.mark.parametrize("recipe", ["seed", "best"])
@@ -96,14 +83,7 @@ def test_both_recipes_write_a_complete_report(tmp_path: Path, reference: Any, re
 
 def test_the_benchmarks_page_is_written_from_the_reports(tmp_path: Path, reference: Any) -> None:
     """docs/benchmarks_page.py renders report.json files; a missing run says so instead of failing."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "benchmarks_page", EXAMPLES.parent / "docs" / "benchmarks_page.py"
-    )
-    assert spec is not None and spec.loader is not None
-    page = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(page)
+    page = load_script(REPO / "docs" / "benchmarks_page.py")
     folder = write_class_folder(tmp_path / "images", per_class=12)
     train, val, test = split_samples(scan_folder(folder), (0.5, 0.25, 0.25), seed=0)
     best = reference.RECIPES["best"]
@@ -142,15 +122,10 @@ def test_the_notebooks_resnet_pair_runs_from_local_weight_files(tmp_path: Path, 
         torch.save(getattr(torchvision.models, name)().state_dict(), files[name])
     folder = write_class_folder(tmp_path / "images", per_class=14)
     members = ",".join(f"torchvision:{n}={f}" for n, f in files.items())
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        import cats_vs_dogs
-
-        out = tmp_path / "report"
-        argv = ["--data", str(folder), "--members", members, "--recipe", "seed", "--epochs", "1"]
-        assert cats_vs_dogs.main([*argv, "--resamples", "50", "--no-progress", "--out", str(out)]) == 0
-    finally:
-        sys.path.remove(str(EXAMPLES))
+    out = tmp_path / "report"
+    argv = ["--data", str(folder), "--members", members, "--recipe", "seed", "--epochs", "1"]
+    argv += ["--resamples", "50", "--no-progress", "--out", str(out)]
+    assert load_example("cats_vs_dogs").main(argv) == 0
     saved = json.loads((out / "report.json").read_text())
     assert [m["backbone"] for m in saved["members"]] == ["torchvision:resnet18", "torchvision:resnet34"]
     assert [m["weights_source"] for m in saved["members"]] == [f"file {f}" for f in files.values()]
