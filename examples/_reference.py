@@ -51,6 +51,7 @@ from ensemblenet import Ensemble, ModelCheckpoint, Samples, TrainConfig, Trainer
 from ensemblenet.calibration import CalibratedStrategy
 from ensemblenet.choice import choose_strategy
 from ensemblenet.features import FeatureCache, compute_features, fit_with_feature_cache, split_backbone
+from ensemblenet.member_inputs import readable_rows
 from ensemblenet.metrics import confusion_matrix
 from ensemblenet.report import build_report
 from ensemblenet.strategies import resolve_strategy
@@ -251,8 +252,7 @@ def run(
     else:
         test_probs = torch.stack([p for p in test_member_probs if p is not None]).double()
     val_labels, test_labels = torch.as_tensor(val.labels), torch.as_tensor(test.labels)
-    val_ok = ~torch.isnan(val_probs).any(dim=(0, 2))
-    test_ok = ~torch.isnan(test_probs).any(dim=(0, 2))
+    val_ok, test_ok = readable_rows(val_probs), readable_rows(test_probs)
 
     # Fitted combinations, on the validation split only (the test split is touched once, below).
     weighted = resolve_strategy("weighted")

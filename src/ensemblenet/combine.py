@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .errors import ClassMismatchError, ConfigError
+from .member_inputs import readable_rows
 from .model import TransferModel
 from .strategies import Strategy, WeightedStrategy, resolve_strategy, strategy_name
 
@@ -91,7 +92,7 @@ def combine_probas(strategy: Strategy, probs: torch.Tensor) -> torch.Tensor:
     """
     n, c = probs.shape[1], probs.shape[2]
     out = torch.full((n, c), math.nan, dtype=torch.float64)
-    valid = ~torch.isnan(probs).any(dim=2).any(dim=0)
+    valid = readable_rows(probs)
     if valid.any():
         combined = strategy.combine(probs[:, valid].double())
         if not isinstance(combined, torch.Tensor) or tuple(combined.shape) != (int(valid.sum()), c):

@@ -26,7 +26,7 @@ from .errors import ClassMismatchError, ConfigError, DataError
 from .model import TransferModel
 from .tta import TTA, member_probs
 
-__all__ = ["Data", "MemberInputs", "labelled_probas", "run_members", "to_inputs"]
+__all__ = ["Data", "MemberInputs", "labelled_probas", "readable_rows", "run_members", "to_inputs"]
 
 # The messages here are about Ensemble calls; users filter them under the ensemble's logger name.
 logger = logging.getLogger("ensemblenet.ensemble")
@@ -134,6 +134,11 @@ def run_members(
     return out
 
 
+def readable_rows(probs: torch.Tensor) -> torch.Tensor:
+    """Mask ``(N,)`` of the images every member could read: :func:`run_members` leaves the others NaN."""
+    return ~torch.isnan(probs).any(dim=2).any(dim=0)
+
+
 def labelled_probas(
     members: Sequence[TransferModel], tta: TTA | None, data: Data, what: str, **kwargs: Any
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
@@ -151,7 +156,7 @@ def labelled_probas(
             f"{what} needs labelled images: pass a class folder or a Samples, not a tensor or a list of files"
         )
     probs = run_members(members, inputs, tta, **kwargs)
-    valid = ~torch.isnan(probs).any(dim=2).any(dim=0)
+    valid = readable_rows(probs)
     if not valid.any():
         raise DataError(f"none of the {len(inputs)} images could be read, so there is nothing to {what}")
     rejected = len(inputs.samples.skipped) if inputs.samples is not None else 0
