@@ -49,12 +49,11 @@ from tqdm.auto import tqdm
 import ensemblenet
 from ensemblenet import Ensemble, ModelCheckpoint, Samples, TrainConfig, Trainer, create_model
 from ensemblenet.calibration import CalibratedStrategy
-from ensemblenet.choice import choose_strategy
+from ensemblenet.choice import choose_strategy, fit_candidate
 from ensemblenet.features import FeatureCache, compute_features, fit_with_feature_cache, split_backbone
 from ensemblenet.member_inputs import readable_rows
 from ensemblenet.metrics import confusion_matrix
 from ensemblenet.report import build_report
-from ensemblenet.strategies import resolve_strategy
 
 
 @dataclass(frozen=True)
@@ -254,17 +253,15 @@ def run(
     val_labels, test_labels = torch.as_tensor(val.labels), torch.as_tensor(test.labels)
     val_ok, test_ok = readable_rows(val_probs), readable_rows(test_probs)
 
-    # Fitted combinations, on the validation split only (the test split is touched once, below).
-    weighted = resolve_strategy("weighted")
-    weighted.fit(val_probs[:, val_ok], val_labels[val_ok])  # type: ignore[attr-defined]
-    calibrated = CalibratedStrategy("weighted")
-    calibrated.fit(val_probs[:, val_ok], val_labels[val_ok])
-    strategies = {"mean": resolve_strategy("mean"), "weighted": weighted, "calibrated": calibrated}
+    # The combinations reported, each fitted on the validation split only (the test split is
+    # touched once, below); "auto" picks one of them by cross-fitting on the same rows.
+    candidates = {"mean": "mean", "weighted": "weighted", "calibrated": CalibratedStrategy("weighted")}
+    fit_probs, fit_labels = val_probs[:, val_ok], val_labels[val_ok]
+    strategies = {k: fit_candidate(c, fit_probs, fit_labels) for k, c in candidates.items()}
     choice = None
     combine = recipe.combine
-    if combine == "auto":  # cross-fitted on validation; the refitted winner equals its row above
-        candidates = {"mean": "mean", "weighted": "weighted", "calibrated": CalibratedStrategy("weighted")}
-        choice = choose_strategy(val_probs[:, val_ok], val_labels[val_ok], candidates, seed=seed)
+    if combine == "auto":
+        choice = choose_strategy(fit_probs, fit_labels, candidates, seed=seed)
         combine = choice.name
         print(choice)
     primary = f"ensemble ({combine})"
@@ -309,7 +306,7 @@ def run(
         "members": rows,
         "report": report.to_dict(),
         "confusion_matrices": {k: v.tolist() for k, v in matrices.items()},
-        "fitted": {"weighted": repr(weighted), "calibrated": repr(calibrated)},
+        "fitted": {k: repr(strategies[k]) for k in ("weighted", "calibrated")},
         "primary": primary,
         "choice": None
         if choice is None

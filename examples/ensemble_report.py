@@ -35,9 +35,8 @@ import torch
 
 import ensemblenet
 from ensemblenet import Ensemble, finetune, scan_folder, split_samples
-from ensemblenet.choice import choose_strategy
+from ensemblenet.choice import choose_strategy, fit_candidate
 from ensemblenet.report import build_report
-from ensemblenet.strategies import resolve_strategy
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "dogs-vs-cats-200px"
@@ -115,10 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     combined, fitted = {}, {}
     for name in STRATEGIES:
-        strategy = resolve_strategy(name)
-        fit = getattr(strategy, "fit", None)
-        if callable(fit):
-            fit(val_probs, val_labels)  # validation only
+        strategy = fit_candidate(name, val_probs, val_labels)  # validation only
         combined[name] = strategy.combine(test_probs)
         fitted[name] = repr(strategy)
     # Which one would cross-fitting on the validation split have picked? (The test split plays no part.)

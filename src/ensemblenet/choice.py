@@ -37,7 +37,7 @@ from .errors import ConfigError
 from .selection import GREEDY_METRICS, _score, fold_ids
 from .strategies import Strategy, _check_labels, check_member_probs, resolve_strategy, strategy_name
 
-__all__ = ["DEFAULT_CANDIDATES", "StrategyChoice", "choose_strategy"]
+__all__ = ["DEFAULT_CANDIDATES", "StrategyChoice", "choose_strategy", "fit_candidate"]
 
 logger = logging.getLogger("ensemblenet.choice")
 
@@ -118,12 +118,9 @@ def choose_strategy(
     for label in scores:  # in the caller's order, so a tie keeps the earlier (simpler) candidate
         if _better(scores[label], scores[best]):
             best = label
-    winner = _fresh(named[best])
-    if callable(getattr(winner, "fit", None)):
-        winner.fit(probs, labels)  # type: ignore[attr-defined]
     choice = StrategyChoice(
         name=best,
-        strategy=winner,
+        strategy=fit_candidate(named[best], probs, labels),
         scores={label: (-s[0] if metric == "accuracy" else s[0]) for label, s in scores.items()},
         metric=metric,
         folds=k,
@@ -173,6 +170,16 @@ def _fresh(candidate: str | Strategy) -> Any:
     return copy.deepcopy(resolve_strategy(candidate))
 
 
+def fit_candidate(candidate: str | Strategy, probs: torch.Tensor, labels: torch.Tensor) -> Strategy:
+    """A new instance of ``candidate`` (a copy of an object, which stays as it is), fitted on
+    ``probs`` ``(M, N, C)`` and ``labels`` when it has something to fit."""
+    strategy = _fresh(candidate)
+    fit = getattr(strategy, "fit", None)
+    if callable(fit):
+        fit(probs, labels)
+    return strategy  # type: ignore[no-any-return]
+
+
 def _out_of_fold(
     candidate: str | Strategy, probs: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor, k: int
 ) -> torch.Tensor:
@@ -182,7 +189,5 @@ def _out_of_fold(
     oof = torch.empty(probs.shape[1], probs.shape[2], dtype=torch.float64)
     for fold in range(k):
         held = ids == fold
-        strategy = _fresh(candidate)
-        strategy.fit(probs[:, ~held], labels[~held])
-        oof[held] = strategy.combine(probs[:, held]).double()
+        oof[held] = fit_candidate(candidate, probs[:, ~held], labels[~held]).combine(probs[:, held]).double()
     return oof
