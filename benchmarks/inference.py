@@ -48,7 +48,7 @@ def build(items: list[tuple[str, int]], sides: tuple[str, ...], tmp: str) -> dic
 
     import ensemblenet as en
     from ensemblenet.data import make_loader
-    from ensemblenet.fast import optimize_for_cpu
+    from ensemblenet.ensemble import optimize_for_cpu
 
     torch.manual_seed(0)
     names = ("torchvision:mobilenet_v2", "timm:tf_efficientnet_lite0")
@@ -101,7 +101,7 @@ def build(items: list[tuple[str, int]], sides: tuple[str, ...], tmp: str) -> dic
     if "onnxruntime" in sides:
         import onnxruntime as ort
 
-        from ensemblenet.export import export_onnx
+        from ensemblenet.ensemble import export_onnx
 
         path = Path(tmp) / "ensemble.onnx"
         export_onnx(en.Ensemble([copy.deepcopy(m) for m in members]), path, input_dtype="uint8")

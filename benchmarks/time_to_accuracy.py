@@ -99,7 +99,7 @@ def ours(
     train: list[tuple[str, int]], val: list[tuple[str, int]], args: argparse.Namespace
 ) -> dict[str, Any]:
     import ensemblenet as en
-    from ensemblenet.features import compute_features, fit_with_feature_cache
+    from ensemblenet.training import compute_features, fit_with_feature_cache
 
     wall0 = time.perf_counter()
     curve: list[dict[str, Any]] = []

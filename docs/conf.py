@@ -48,7 +48,7 @@ napoleon_numpy_docstring = False
 napoleon_use_ivar = True
 
 # Docstrings refer to public names the way users import them (``ensemblenet.Samples``), while
-# each object is documented once, under its defining module (``ensemblenet.samples.Samples``).
+# each object is documented once, under its defining module (``ensemblenet.data.Samples``).
 autodoc_inherit_docstrings = False  # not torch's generic ``forward``/``extra_repr`` texts
 
 # --- doctest ---------------------------------------------------------------------------------
@@ -77,10 +77,10 @@ html_static_path: list[str] = []
 
 
 def _resolve_reexport(app: Any, env: Any, node: Any, contnode: Any) -> Any:
-    """Resolve ``ensemblenet.Name[.attr]`` to the one documented ``ensemblenet.<module>.Name[.attr]``.
+    """Resolve ``ensemblenet.Name[.attr]`` to the one documented ``ensemblenet.<package>.Name[.attr]``.
 
-    The package re-exports names from its modules; the API page documents each name under its
-    defining module only, so without this the docstrings' ``:class:`~ensemblenet.Samples```
+    The package re-exports names from its subpackages; the API page documents each name under its
+    subpackage only, so without this the docstrings' ``:class:`~ensemblenet.Samples```
     references would render as plain text instead of links. A bare name that a docstring uses
     from another module (``:class:`TrainConfig``` in ``ensemblenet.api``) is resolved the same
     way when exactly one documented object has that name.

@@ -1,7 +1,7 @@
 """The reference benchmark, shared by ``cats_vs_dogs.py`` and ``ants_vs_bees.py``.
 
 Trains each member with a recipe, combines them, scores everything on the test split with
-:func:`ensemblenet.report.build_report` (what ``Ensemble.report`` computes, here fed the member
+:func:`ensemblenet.scoring.build_report` (what ``Ensemble.report`` computes, here fed the member
 probabilities that the figures also need, so the test images go through each member once) and
 writes ``report.md``, ``report.json`` and PNG figures to one folder.
 
@@ -12,11 +12,11 @@ Recipes (``RECIPES``):
   images squashed to the backbone's size, soft vote (``mean``).
 * ``best`` -- ensemblenet's recommendation on a CPU: ``head_only`` (the backbone stays frozen
   *in eval mode*), so its features are a pure function of the image and are computed **once**
-  (:func:`ensemblenet.features.fit_with_feature_cache`); the head then trains for 10 epochs with a
+  (:func:`ensemblenet.training.fit_with_feature_cache`); the head then trains for 10 epochs with a
   cosine schedule for about the price of one seed-recipe epoch's forward passes and none of its
   backward passes; the combination is **chosen on the validation split** among ``mean``,
   ``weighted`` and ``calibrated`` by 5-fold cross-fitted log-loss
-  (:func:`ensemblenet.choice.choose_strategy`).
+  (:func:`ensemblenet.strategies.choose_strategy`).
 
 Every report has rows for ``mean``, ``weighted`` (member weights fitted on validation log-loss)
 and ``calibrated`` (member and ensemble temperatures around ``weighted``), all fitted on the
@@ -47,13 +47,12 @@ import torch
 from tqdm.auto import tqdm
 
 import ensemblenet
-from ensemblenet import Ensemble, ModelCheckpoint, Samples, TrainConfig, Trainer, create_model
-from ensemblenet.calibration import CalibratedStrategy
-from ensemblenet.choice import choose_strategy, fit_candidate
-from ensemblenet.features import FeatureCache, compute_features, fit_with_feature_cache, split_backbone
-from ensemblenet.member_inputs import readable_rows
-from ensemblenet.metrics import confusion_matrix
-from ensemblenet.report import build_report
+from ensemblenet import Ensemble, ModelCheckpoint, Samples, TrainConfig, Trainer, create_model, scoring
+from ensemblenet.ensemble import readable_rows
+from ensemblenet.models import split_backbone
+from ensemblenet.scoring import build_report, confusion_matrix
+from ensemblenet.strategies import CalibratedStrategy, choose_strategy, fit_candidate
+from ensemblenet.training import FeatureCache, compute_features, fit_with_feature_cache
 
 
 @dataclass(frozen=True)
@@ -222,8 +221,6 @@ def run(
     resamples: int = 10_000,
 ) -> dict[str, Any]:  # fmt: skip
     """Train, combine, score, draw; returns the report as a dict (also written to ``out``)."""
-    from ensemblenet import figures
-
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     models, histories, val_member_probs, test_member_probs, rows = [], {}, [], [], []
@@ -287,14 +284,14 @@ def run(
     }
     test_paths = [p for p, ok in zip(test.paths, test_ok.tolist(), strict=True) if ok]
     figs = {
-        "learning_curves": figures.plot_learning_curves(histories, out / "learning_curves.png"),
-        "confusion_matrix": figures.plot_confusion_matrices(
+        "learning_curves": scoring.plot_learning_curves(histories, out / "learning_curves.png"),
+        "confusion_matrix": scoring.plot_confusion_matrices(
             {k: matrices[k] for k in [*names, primary]}, ensemble.classes, out / "confusion_matrix.png"
         ),
-        "reliability": figures.plot_reliability(all_probs, labels, out / "reliability.png"),
-        "confident_errors": figures.plot_confident_errors(
+        "reliability": scoring.plot_reliability(all_probs, labels, out / "reliability.png"),
+        "confident_errors": scoring.plot_confident_errors(
             test_paths, combined[primary], labels, ensemble.classes, out / "confident_errors.png",
-            captions=[Path(p).name for p in test_paths],
+            captions=[Path(p).name for p in test_paths], load=ensemblenet.load_image,
         ),
     }  # fmt: skip
     seconds = time.perf_counter() - started

@@ -35,8 +35,8 @@ import torch
 
 import ensemblenet
 from ensemblenet import Ensemble, finetune, scan_folder, split_samples
-from ensemblenet.choice import choose_strategy, fit_candidate
-from ensemblenet.report import build_report
+from ensemblenet.scoring import build_report
+from ensemblenet.strategies import choose_strategy, fit_candidate
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "dogs-vs-cats-200px"

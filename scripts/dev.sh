@@ -53,6 +53,8 @@ run_tests() {
   "$bin/ruff" format --check src tests examples docs
   echo "[test] mypy"
   "$bin/mypy"
+  echo "[test] import layers (import-linter)"
+  "$bin/lint-imports"
   echo "[test] docs (sphinx -W, doctests)"
   rm -rf docs/_build
   "$bin/sphinx-build" -W --keep-going -q -b html docs docs/_build/html

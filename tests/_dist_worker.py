@@ -20,11 +20,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ensemblenet.callbacks import ModelCheckpoint
-from ensemblenet.freeze import BatchNormOnly, FreezeUnfreeze
-from ensemblenet.model import ModelConfig, TransferModel
+from ensemblenet.models import BatchNormOnly, FreezeUnfreeze, ModelConfig, TransferModel
 from ensemblenet.spec import InputSpec
-from ensemblenet.trainer import TrainConfig, Trainer
+from ensemblenet.training import ModelCheckpoint, TrainConfig, Trainer
 
 TRAIN_N, VAL_N, PER_RANK_BATCH, WORLD = 24, 13, 3, 2  # 13: the ranks get unequal, non-padded shares
 CONFIG = TrainConfig(epochs=2, lr=1e-2, batch_size=PER_RANK_BATCH, seed=5, progress=False, device="cpu")

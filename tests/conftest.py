@@ -15,8 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ensemblenet.backbones import SOURCES, Backbone, register_source
-from ensemblenet.model import ModelConfig, TransferModel
+from ensemblenet.models import SOURCES, Backbone, ModelConfig, TransferModel, register_source
 from ensemblenet.spec import InputSpec
 
 REPO = Path(__file__).resolve().parents[1]

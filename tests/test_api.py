@@ -58,8 +58,14 @@ def test_finetune_explicit_splits_must_share_classes(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_real_dogs_vs_cats_mobilenet_v2_reaches_90_percent(tmp_path: Path) -> None:
-    """The reference recipe (bn_only, MLP head, Adam 1e-3) on 600 real images, one short epoch."""
+def test_real_dogs_vs_cats_mobilenet_v2_learns(tmp_path: Path) -> None:
+    """The reference recipe (bn_only, MLP head, Adam 1e-3) on 600 real images, one short epoch.
+
+    Test accuracy on the 108 test images: at least 0.907 on an Intel Xeon (it passed a 0.90 threshold
+    there), 0.898 on an AMD EPYC (CPU kernels differ). One binomial standard error there is
+    sqrt(0.9 * 0.1 / 108) = 0.029, so the threshold sits three of them below the lower measurement:
+    0.80 (chance is 0.5).
+    """
     pytest.importorskip("torchvision")
     data = require_shared_data("dogs-vs-cats-200px")
     samples = scan_folder(data).limit(600, seed=0)
@@ -73,7 +79,7 @@ def test_real_dogs_vs_cats_mobilenet_v2_reaches_90_percent(tmp_path: Path) -> No
         progress=False,
     )
     assert result.test is not None
-    assert result.test.accuracy >= 0.90, result.test
+    assert result.test.accuracy >= 0.80, result.test
     ensemble = Ensemble([result.model, load_model(result.path)])
     evaluation = ensemble.evaluate(test, progress=False)
     assert evaluation.accuracy == pytest.approx(result.test.accuracy)  # two identical members = the member

@@ -19,7 +19,6 @@ from PIL import Image
 from torch import nn
 
 from ensemblenet import create_model, load_model, save_model
-from ensemblenet.backbones import SOURCES, Backbone, load_backbone, register_source, strip_classifier
 from ensemblenet.errors import (
     ConfigError,
     DuplicateNameError,
@@ -28,14 +27,19 @@ from ensemblenet.errors import (
     WeightsError,
     WeightsUnavailableError,
 )
-from ensemblenet.spec import InputSpec
-from ensemblenet.weights import (
+from ensemblenet.models import (
     OFFLINE_WEIGHTS,
+    SOURCES,
+    Backbone,
     OfflineWeights,
+    load_backbone,
     load_into,
     offline_weights_path,
     read_state_dict,
+    register_source,
+    strip_classifier,
 )
+from ensemblenet.spec import InputSpec
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

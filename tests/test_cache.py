@@ -1,4 +1,4 @@
-"""The decoded-image cache (ensemblenet.cache) and JPEG draft decoding: correctness, not speed."""
+"""The decoded-image cache (ensemblenet.data.DecodedCache) and JPEG draft decoding: correctness, not speed."""
 
 from __future__ import annotations
 
@@ -12,8 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ensemblenet.cache import DecodedCache, file_stamp
-from ensemblenet.data import ImageDataset, Samples, Skipped, View, load_image, make_loader, scan_folder
+from ensemblenet.data import (
+    DecodedCache,
+    ImageDataset,
+    Samples,
+    Skipped,
+    View,
+    file_stamp,
+    load_image,
+    make_loader,
+    scan_folder,
+)
 from ensemblenet.errors import ConfigError
 
 from .conftest import SHARED_DATA, write_class_folder

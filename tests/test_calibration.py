@@ -9,15 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ensemblenet.calibration import (
-    CalibratedStrategy,
-    apply_temperature,
-    brier_score,
-    expected_calibration_error,
-    fit_temperature,
-)
 from ensemblenet.errors import ConfigError
-from ensemblenet.metrics import log_loss
+from ensemblenet.scoring import brier_score, expected_calibration_error, log_loss
+from ensemblenet.strategies import CalibratedStrategy, apply_temperature, fit_temperature
 
 
 def test_ece_hand_computed() -> None:
@@ -129,7 +123,7 @@ def test_calibrated_strategy_fits_members_and_ensemble() -> None:
 
 def test_no_validation_errors_keeps_temperature_one() -> None:
     """A member right on every validation image would otherwise get T -> 0 (seen on ants vs bees)."""
-    from ensemblenet.calibration import fit_temperature
+    from ensemblenet.strategies import fit_temperature
 
     labels = torch.tensor([0, 1, 0, 1, 1, 0])
     probs = torch.tensor([[0.7, 0.3], [0.2, 0.8], [0.6, 0.4], [0.45, 0.55], [0.1, 0.9], [0.9, 0.1]])
@@ -137,7 +131,7 @@ def test_no_validation_errors_keeps_temperature_one() -> None:
 
 
 def test_fitted_temperature_is_clipped() -> None:
-    from ensemblenet.calibration import MAX_TEMPERATURE, MIN_TEMPERATURE, fit_temperature
+    from ensemblenet.strategies import MAX_TEMPERATURE, MIN_TEMPERATURE, fit_temperature
 
     # One error in 5,001 rows at p = 0.6: the unclipped optimum is T = log(1.5) / log(5000) = 0.048.
     labels = torch.tensor([0] * 5000 + [1])

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ensemblenet import CheckpointError, InputSpec, create_model, load_model, save_model
-from ensemblenet.checkpoint import FORMAT_VERSION, atomic_save, load_checkpoint
+from ensemblenet.models import FORMAT_VERSION, atomic_save, load_checkpoint
 
 HUBCONF = """
 dependencies = ["torch", "torchvision"]

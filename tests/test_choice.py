@@ -1,4 +1,4 @@
-"""Choosing the combination on validation data by cross-fitting (ensemblenet.choice)."""
+"""Choosing the combination on validation data by cross-fitting (ensemblenet.strategies.choose_strategy)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ import pytest
 import torch
 
 from ensemblenet import Ensemble, choose_strategy
-from ensemblenet.calibration import CalibratedStrategy
-from ensemblenet.choice import DEFAULT_CANDIDATES
 from ensemblenet.data import scan_folder
 from ensemblenet.errors import ConfigError, UnknownNameError
-from ensemblenet.metrics import accuracy, log_loss
-from ensemblenet.selection import fold_ids
-from ensemblenet.strategies import MeanStrategy, WeightedStrategy
+from ensemblenet.scoring import accuracy, log_loss
+from ensemblenet.strategies import (
+    DEFAULT_CANDIDATES,
+    CalibratedStrategy,
+    MeanStrategy,
+    WeightedStrategy,
+    fold_ids,
+)
 
 from .conftest import make_tiny_model, write_class_folder
 from .test_selection import noisy_members

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ensemblenet.checkpoint import load_checkpoint, save_model
 from ensemblenet.cli import build_parser, main
-from ensemblenet.model import create_model
+from ensemblenet.models import create_model, load_checkpoint, save_model
 from ensemblenet.spec import InputSpec
 
 from .conftest import write_class_folder

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ensemblenet.checkpoint import load_checkpoint
+from ensemblenet.models import load_checkpoint
 
 from .conftest import REPO, write_class_folder
 

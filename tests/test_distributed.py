@@ -22,9 +22,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ensemblenet.distributed import DistContext, ShardSampler, convert_sync_batchnorm, revert_sync_batchnorm
 from ensemblenet.errors import ConfigError
-from ensemblenet.trainer import Trainer
+from ensemblenet.training import (
+    DistContext,
+    ShardSampler,
+    Trainer,
+    convert_sync_batchnorm,
+    revert_sync_batchnorm,
+)
 
 from . import _dist_worker as worker
 

@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ensemblenet.checkpoint import save_model
 from ensemblenet.data import scan_folder
-from ensemblenet.ensemble import Ensemble, EnsembleEvaluation
+from ensemblenet.ensemble import Ensemble
 from ensemblenet.errors import ClassMismatchError, ConfigError, DataError
-from ensemblenet.model import ModelConfig, TransferModel, create_model
+from ensemblenet.models import ModelConfig, TransferModel, create_model, save_model
+from ensemblenet.scoring import EnsembleEvaluation
 from ensemblenet.spec import InputSpec
 from ensemblenet.strategies import WeightedStrategy
 

@@ -10,18 +10,13 @@ from typing import Any
 import pytest
 import torch
 
-from ensemblenet.calibration import CalibratedStrategy, brier_score, expected_calibration_error
-from ensemblenet.checkpoint import save_model
 from ensemblenet.data import scan_folder
-from ensemblenet.ensemble import Ensemble
-from ensemblenet.ensemble_io import load_ensemble, save_ensemble
+from ensemblenet.ensemble import TTA, Ensemble, load_ensemble, member_probs, resolve_tta, save_ensemble
 from ensemblenet.errors import CheckpointError, ConfigError
-from ensemblenet.metrics import accuracy, log_loss
-from ensemblenet.model import TransferModel, create_model
-from ensemblenet.significance import mcnemar_exact
+from ensemblenet.models import TransferModel, create_model, save_model
+from ensemblenet.scoring import accuracy, brier_score, expected_calibration_error, log_loss, mcnemar_exact
 from ensemblenet.spec import InputSpec
-from ensemblenet.strategies import STRATEGIES, register_strategy
-from ensemblenet.tta import TTA, member_probs, resolve_tta
+from ensemblenet.strategies import STRATEGIES, CalibratedStrategy, register_strategy
 
 from .conftest import registered_tiny_source, write_class_folder
 

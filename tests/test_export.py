@@ -17,7 +17,7 @@ from .conftest import make_tiny_model
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from ensemblenet.export import EnsembleGraph, run_onnx
+from ensemblenet.ensemble import EnsembleGraph, run_onnx
 
 #: Stated tolerance: onnxruntime and PyTorch differ by float32 rounding in the convolutions.
 ATOL = 1e-4
@@ -50,7 +50,7 @@ def test_onnx_matches_pytorch(tmp_path: Path, strategy: str, tta: str | None, dt
     g = torch.Generator().manual_seed(0)
     if strategy == "stacking":
         val = torch.randint(0, 256, (24, 3, 16, 16), dtype=torch.uint8, generator=g)
-        from ensemblenet.selection import StackingStrategy
+        from ensemblenet.strategies import StackingStrategy
 
         ensemble.strategy = StackingStrategy(folds=2, l2=0.1)
         ensemble.strategy.fit(ensemble.member_probas(val, **CPU).double(), torch.arange(24) % 2)

@@ -1,14 +1,13 @@
-"""Opt-in fast CPU inference (ensemblenet.fast): same probabilities as the default layout."""
+"""Opt-in fast CPU inference (ensemblenet.optimize_for_cpu): same probabilities as the default layout."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ensemblenet.ensemble import Ensemble
+from ensemblenet.ensemble import Ensemble, optimize_for_cpu
 from ensemblenet.errors import ConfigError
-from ensemblenet.fast import optimize_for_cpu
-from ensemblenet.model import create_model
+from ensemblenet.models import create_model
 from ensemblenet.spec import InputSpec
 
 from .conftest import make_tiny_model

@@ -1,4 +1,4 @@
-"""Frozen-feature cache and the freeze_stages policy (ensemblenet.features)."""
+"""Frozen-feature cache (ensemblenet.fit_with_feature_cache) and the freeze_stages policy."""
 
 from __future__ import annotations
 
@@ -8,20 +8,17 @@ import pytest
 import torch
 from torch import nn
 
-from ensemblenet.backbones import load_backbone
 from ensemblenet.data import Samples, make_loader, scan_folder
 from ensemblenet.errors import ConfigError
-from ensemblenet.features import (
+from ensemblenet.models import (
     FreezeStages,
+    TransferModel,
     backbone_stages,
-    compute_features,
-    fit_with_feature_cache,
-    frozen_stages,
+    load_backbone,
+    resolve_freeze,
     split_backbone,
 )
-from ensemblenet.freeze import resolve_freeze
-from ensemblenet.model import TransferModel
-from ensemblenet.trainer import TrainConfig, Trainer
+from ensemblenet.training import TrainConfig, Trainer, compute_features, fit_with_feature_cache, frozen_stages
 
 from .conftest import make_tiny_model, write_class_folder
 

@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ensemblenet.calibration import expected_calibration_error
+from ensemblenet.data import load_image
 from ensemblenet.errors import ConfigError
-from ensemblenet.figures import (
+from ensemblenet.scoring import (
+    expected_calibration_error,
     most_confident_errors,
     plot_confident_errors,
     plot_confusion_matrices,
@@ -23,7 +24,7 @@ from ensemblenet.figures import (
     plot_reliability,
     reliability_bins,
 )
-from ensemblenet.history import EpochRecord, History
+from ensemblenet.training import EpochRecord, History
 
 pytest.importorskip("matplotlib")
 
@@ -135,8 +136,11 @@ def test_confident_errors_grid_reads_only_what_it_shows(tmp_path: Path) -> None:
     files[0].write_bytes(b"broken")  # predicted right, so never opened
     probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.4, 0.6], [0.99, 0.01], [0.5, 0.5]])
     labels = torch.tensor([0, 0, 1, 0, 1, 0])
+    captions = [f.name for f in files]
+    with pytest.raises(ConfigError, match=r"load=ensemblenet\.load_image"):
+        plot_confident_errors(files, probs, labels, ["a", "b"], tmp_path / "errors.png", captions=captions)
     path = plot_confident_errors(
-        files, probs, labels, ["ant", "bee"], tmp_path / "errors.png", k=5, captions=[f.name for f in files]
+        files, probs, labels, ["ant", "bee"], tmp_path / "errors.png", k=5, captions=captions, load=load_image
     )
     # 4 wrong rows (4, 1, 2, 3) -> one row of 4 panels
     assert png_size(path) == (1200, 330)

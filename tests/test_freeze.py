@@ -10,8 +10,15 @@ import torchvision
 from torch import nn
 
 from ensemblenet import ConfigError, TrainConfig, Trainer, UnknownNameError, register_freeze_policy
-from ensemblenet.freeze import FREEZE_POLICIES, FreezePolicy, FreezeUnfreeze, resolve_freeze, set_trainable
-from ensemblenet.model import ModelConfig, TransferModel
+from ensemblenet.models import (
+    FREEZE_POLICIES,
+    FreezePolicy,
+    FreezeUnfreeze,
+    ModelConfig,
+    TransferModel,
+    resolve_freeze,
+    set_trainable,
+)
 from ensemblenet.spec import InputSpec
 
 from .conftest import make_tiny_model, separable_loader

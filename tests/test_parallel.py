@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ensemblenet.checkpoint import load_checkpoint
+from ensemblenet.api import train_ensemble
 from ensemblenet.errors import ConfigError, TrainingError
-from ensemblenet.parallel import train_ensemble
+from ensemblenet.models import load_checkpoint
 from ensemblenet.spec import InputSpec
 
 from .conftest import write_class_folder

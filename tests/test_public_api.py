@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import ensemblenet
+
+REPO = Path(__file__).resolve().parents[1]
 
 EXPECTED = {
     "Backbone", "BatchNormOnly", "Callback", "CheckpointError", "ClassMismatchError", "ConfigError",
@@ -27,12 +32,53 @@ EXPECTED = {
 }  # fmt: skip
 
 
-def test_all_is_pinned_sorted_and_importable() -> None:
-    assert set(ensemblenet.__all__) == EXPECTED
+def _api_page_groups() -> list[tuple[str, list[str]]]:
+    """The (layer, names) rows of the table at the top of docs/api.rst."""
+    text = (REPO / "docs" / "api.rst").read_text(encoding="utf-8")
+    table = text.split(".. list-table::", 1)[1].split("\n\n", 2)[1]
+    rows = re.findall(r"   \* - (.+?)\n     - (.+?)(?=\n   \* - |\Z)", table, re.S)[1:]  # header off
+    return [(layer.strip(), re.findall(r"``([A-Za-z_]+)``", names)) for layer, names in rows]
+
+
+def _ruff_order(names: list[str]) -> list[str]:
     # ruff's RUF022 order (isort-style): SCREAMING_CASE constants first, then plain ASCII order.
-    assert list(ensemblenet.__all__) == sorted(ensemblenet.__all__, key=lambda n: (not n.isupper(), n))
+    return sorted(names, key=lambda n: (not n.isupper(), n))
+
+
+def test_all_is_pinned_and_importable() -> None:
+    assert set(ensemblenet.__all__) == EXPECTED
+    assert len(ensemblenet.__all__) == len(EXPECTED)
     for name in ensemblenet.__all__:
         assert hasattr(ensemblenet, name), name
+
+
+def test_all_is_grouped_by_layer_as_the_api_page_says() -> None:
+    """``__all__`` lists the layers bottom up, sorted within each, exactly as the table of
+    docs/api.rst; every name comes from the subpackage its row names."""
+    groups = _api_page_groups()
+    assert [layer for layer, _ in groups][:2] == ["shared", ":mod:`ensemblenet.data`"]
+    flattened = [name for _, names in groups for name in names]
+    assert flattened == list(ensemblenet.__all__)
+    for layer, names in groups:
+        assert names == _ruff_order(names), layer
+        match = re.fullmatch(r":mod:`(ensemblenet\.[a-z]+)`", layer)
+        if match is None:
+            continue
+        package = importlib.import_module(match.group(1))
+        for name in names:
+            assert name in package.__all__, (name, layer)
+            assert getattr(package, name) is getattr(ensemblenet, name), (name, layer)
+
+
+def test_every_subpackage_exports_what_it_imports_for_others() -> None:
+    """A subpackage's ``__all__`` names exist, and its private modules stay private: no public
+    submodule besides the layers themselves."""
+    for package_name in ("data", "scoring", "models", "training", "strategies", "ensemble", "api", "cli"):
+        package = importlib.import_module(f"ensemblenet.{package_name}")
+        for name in package.__all__:
+            assert hasattr(package, name), (package_name, name)
+        modules = [p.stem for p in Path(package.__file__).parent.glob("*.py") if p.stem != "__init__"]
+        assert all(m.startswith("_") for m in modules), (package_name, modules)
 
 
 def test_the_mission_import_works() -> None:

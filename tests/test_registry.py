@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ensemblenet import ConfigError, DuplicateNameError, LinearHead, MLPHead, UnknownNameError, register_head
-from ensemblenet.heads import HEADS, head_config, resolve_head
+from ensemblenet.models import HEADS, head_config, resolve_head
 from ensemblenet.registry import Registry
 
 

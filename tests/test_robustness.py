@@ -15,11 +15,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ensemblenet import TrainConfig, Trainer, TrainingError
-from ensemblenet.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from ensemblenet.checkpoint import load_checkpoint
 from ensemblenet.data import scan_folder
-from ensemblenet.history import EpochRecord, History
-from ensemblenet.model import TransferModel
+from ensemblenet.models import TransferModel, load_checkpoint
+from ensemblenet.training import Callback, EarlyStopping, EpochRecord, History, ModelCheckpoint
 
 from .conftest import make_tiny_model, write_class_folder
 

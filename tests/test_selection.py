@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from ensemblenet.errors import ConfigError
-from ensemblenet.metrics import accuracy, log_loss
-from ensemblenet.selection import GreedyStrategy, StackingStrategy, fold_ids
+from ensemblenet.scoring import accuracy, log_loss
+from ensemblenet.strategies import GreedyStrategy, StackingStrategy, fold_ids
 
 
 def noisy_members(n: int, seed: int, strengths: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:

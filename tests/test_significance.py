@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ensemblenet.errors import ConfigError
-from ensemblenet.significance import mcnemar_exact, paired_bootstrap
+from ensemblenet.scoring import mcnemar_exact, paired_bootstrap
 
 
 def pairs(both: int, only_a: int, only_b: int, neither: int) -> tuple[list[bool], list[bool]]:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from ensemblenet.errors import ConfigError, DuplicateNameError, UnknownNameError
-from ensemblenet.metrics import accuracy, confusion_matrix, log_loss
+from ensemblenet.scoring import accuracy, confusion_matrix, log_loss
 from ensemblenet.strategies import (
     STRATEGIES,
     CallableStrategy,
@@ -296,9 +296,20 @@ def test_resolve_errors_name_the_problem() -> None:
     with pytest.raises(UnknownNameError, match=r"Did you mean 'mean'"):
         resolve_strategy("meen")
     with pytest.raises(ConfigError, match="bad settings"):
-        resolve_strategy("mean", weights=[1, 2])
+        resolve_strategy("mean", rounds=3)
     with pytest.raises(ConfigError, match="carries its own settings"):
-        resolve_strategy(MeanStrategy(), weights=[1, 2])
+        resolve_strategy(MeanStrategy(), rounds=3)
+    with pytest.raises(ConfigError, match="only apply to strategy='weighted'"):
+        resolve_strategy("vote", weights=[1, 2])
+    with pytest.raises(ConfigError, match="2 weights given for 3 members"):
+        resolve_strategy("weighted", weights=[1, 2], members=3)
+
+
+def test_weights_with_mean_mean_a_weighted_mean_in_every_caller() -> None:
+    """One resolution: ``"mean"`` with weights is a weighted soft vote, as ``Ensemble`` has it."""
+    resolved = resolve_strategy("mean", weights=[1, 3])
+    assert isinstance(resolved, WeightedStrategy)
+    assert resolved.weights is not None and resolved.weights.tolist() == [0.25, 0.75]
     with pytest.raises(ConfigError, match="strategy must be"):
         resolve_strategy(42)  # type: ignore[arg-type]
 

@@ -9,12 +9,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ensemblenet.calibration import CalibratedStrategy
-from ensemblenet.metrics import log_loss
-from ensemblenet.selection import GreedyStrategy, StackingStrategy
+from ensemblenet.scoring import log_loss
 from ensemblenet.strategies import (
+    CalibratedStrategy,
     GeometricStrategy,
+    GreedyStrategy,
     MeanStrategy,
+    StackingStrategy,
     Strategy,
     VoteStrategy,
     WeightedStrategy,
@@ -116,7 +117,7 @@ def test_fitted_weights_never_worse_than_uniform(case: Case) -> None:
 @settings(max_examples=40, deadline=None)
 @given(case=member_probs(), metric=st.sampled_from(["log_loss", "brier"]))
 def test_greedy_never_worse_than_best_member(case: Case, metric: str) -> None:
-    from ensemblenet.calibration import brier_score
+    from ensemblenet.scoring import brier_score
 
     score = log_loss if metric == "log_loss" else brier_score
     probs, labels = case

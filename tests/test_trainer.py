@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from ensemblenet import ConfigError, TrainConfig, Trainer, TrainingError
-from ensemblenet.callbacks import EarlyStopping, ModelCheckpoint
-from ensemblenet.schedules import lr_factor
+from ensemblenet.training import EarlyStopping, ModelCheckpoint, lr_factor
 
 from .conftest import make_tiny_model, separable_loader
 
@@ -91,7 +90,7 @@ def test_non_finite_loss_stops_with_epoch_and_step() -> None:
 
 
 def test_checkpoint_keeps_best_and_restores_it(tmp_path: Path) -> None:
-    from ensemblenet.checkpoint import load_checkpoint
+    from ensemblenet.models import load_checkpoint
 
     model = make_tiny_model()
     saver = ModelCheckpoint(tmp_path / "best.pt", monitor="val_accuracy")
@@ -133,7 +132,7 @@ def test_bad_config_values_are_named() -> None:
 
 
 def _record():  # type: ignore[no-untyped-def]
-    from ensemblenet.history import EpochRecord
+    from ensemblenet.training import EpochRecord
 
     return EpochRecord(epoch=1, train_loss=1.0)
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from ensemblenet.errors import MissingDependencyError, WeightsError
-from ensemblenet.weights import (
+from ensemblenet.models import (
     OFFLINE_WEIGHTS,
     OfflineWeights,
     list_offline_weights,

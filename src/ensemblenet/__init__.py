@@ -1,18 +1,24 @@
 """ensemblenet: ensemble transfer learning on images.
 
 >>> from ensemblenet import Ensemble, finetune
+
+Every public name is importable from here. The subpackages follow the data flow, from the bottom
+up (each imports only from those below it; see the architecture page of the docs):
+
+* :mod:`ensemblenet.data` -- image folders to batches of tensors;
+* :mod:`ensemblenet.scoring` -- metrics, significance, the report and its figures;
+* :mod:`ensemblenet.models` -- backbones, weights, heads, freeze policies, model files;
+* :mod:`ensemblenet.training` -- the Trainer, callbacks, the frozen-feature cache, torchrun;
+* :mod:`ensemblenet.strategies` -- how member probabilities become one prediction;
+* :mod:`ensemblenet.ensemble` -- ``Ensemble``, test-time augmentation, ensemble files, ONNX;
+* :mod:`ensemblenet.api` -- ``finetune`` and ``train_ensemble``; :mod:`ensemblenet.cli` on top.
 """
 
 from ._version import __version__
-from .api import FinetuneResult, finetune
-from .backbones import Backbone, load_backbone, register_source
-from .cache import DecodedCache
-from .calibration import CalibratedStrategy, brier_score, expected_calibration_error
-from .callbacks import Callback, EarlyStopping, ModelCheckpoint
-from .checkpoint import load_model, save_model
-from .choice import StrategyChoice, choose_strategy
+from .api import FinetuneResult, MemberResult, finetune, train_ensemble
 from .data import (
     DEFAULT_SPLIT,
+    DecodedCache,
     ImageDataset,
     Samples,
     UnreadableImageError,
@@ -22,9 +28,7 @@ from .data import (
     scan_folder,
     split_samples,
 )
-from .distributed import DistContext
-from .ensemble import Ensemble, EnsembleEvaluation, MemberEvaluation
-from .ensemble_io import load_ensemble, save_ensemble
+from .ensemble import TTA, Ensemble, export_onnx, load_ensemble, optimize_for_cpu, save_ensemble
 from .errors import (
     CheckpointError,
     ClassMismatchError,
@@ -38,116 +42,152 @@ from .errors import (
     WeightsError,
     WeightsUnavailableError,
 )
-from .export import export_onnx
-from .fast import optimize_for_cpu
-from .features import FreezeStages, fit_with_feature_cache
-from .freeze import (
+from .models import (
+    Backbone,
     BatchNormOnly,
     FreezePolicy,
+    FreezeStages,
     FreezeUnfreeze,
     HeadOnly,
+    LinearHead,
+    MLPHead,
     NoFreeze,
+    TransferModel,
+    create_model,
+    list_offline_weights,
+    load_backbone,
+    load_model,
     register_freeze_policy,
+    register_head,
+    register_offline_weights,
+    register_source,
+    save_model,
 )
-from .heads import LinearHead, MLPHead, register_head
-from .history import EpochRecord, Evaluation, History
-from .model import TransferModel, create_model
-from .parallel import MemberResult, train_ensemble
-from .report import EnsembleReport
-from .selection import GreedyStrategy, StackingStrategy
-from .significance import mcnemar_exact, paired_bootstrap
+from .scoring import (
+    EnsembleEvaluation,
+    EnsembleReport,
+    Evaluation,
+    MemberEvaluation,
+    brier_score,
+    expected_calibration_error,
+    mcnemar_exact,
+    paired_bootstrap,
+)
 from .spec import InputSpec
 from .strategies import (
+    CalibratedStrategy,
     GeometricStrategy,
+    GreedyStrategy,
     MeanStrategy,
+    StackingStrategy,
     Strategy,
+    StrategyChoice,
     VoteStrategy,
     WeightedStrategy,
+    choose_strategy,
     register_strategy,
 )
-from .trainer import TrainConfig, Trainer
-from .tta import TTA
-from .weights import list_offline_weights, register_offline_weights
+from .training import (
+    Callback,
+    DistContext,
+    EarlyStopping,
+    EpochRecord,
+    History,
+    ModelCheckpoint,
+    TrainConfig,
+    Trainer,
+    fit_with_feature_cache,
+)
 
-__all__ = [
-    "DEFAULT_SPLIT",
-    "TTA",
-    "Backbone",
-    "BatchNormOnly",
-    "CalibratedStrategy",
-    "Callback",
+# Grouped by layer, bottom up, as docs/api.rst documents them (so not globally sorted, on purpose);
+# sorted within each group. tests/test_public_api.py pins the names and the grouping.
+__all__ = [  # noqa: RUF022
+    # shared by every layer
     "CheckpointError",
     "ClassMismatchError",
     "ConfigError",
     "DataError",
-    "DecodedCache",
-    "DistContext",
     "DuplicateNameError",
-    "EarlyStopping",
-    "Ensemble",
-    "EnsembleEvaluation",
     "EnsembleNetError",
-    "EnsembleReport",
-    "EpochRecord",
-    "Evaluation",
-    "FinetuneResult",
-    "FreezePolicy",
-    "FreezeStages",
-    "FreezeUnfreeze",
-    "GeometricStrategy",
-    "GreedyStrategy",
-    "HeadOnly",
-    "History",
-    "ImageDataset",
     "InputSpec",
-    "LinearHead",
-    "MLPHead",
-    "MeanStrategy",
-    "MemberEvaluation",
-    "MemberResult",
     "MissingDependencyError",
-    "ModelCheckpoint",
-    "NoFreeze",
-    "Samples",
-    "StackingStrategy",
-    "Strategy",
-    "StrategyChoice",
-    "TrainConfig",
-    "Trainer",
     "TrainingError",
-    "TransferModel",
     "UnknownNameError",
-    "UnreadableImageError",
-    "View",
-    "VoteStrategy",
-    "WeightedStrategy",
     "WeightsError",
     "WeightsUnavailableError",
     "__version__",
+    # data
+    "DEFAULT_SPLIT",
+    "DecodedCache",
+    "ImageDataset",
+    "Samples",
+    "UnreadableImageError",
+    "View",
+    "load_image",
+    "make_loader",
+    "scan_folder",
+    "split_samples",
+    # scoring
+    "EnsembleEvaluation",
+    "EnsembleReport",
+    "Evaluation",
+    "MemberEvaluation",
     "brier_score",
-    "choose_strategy",
-    "create_model",
     "expected_calibration_error",
-    "export_onnx",
-    "finetune",
-    "fit_with_feature_cache",
+    "mcnemar_exact",
+    "paired_bootstrap",
+    # models
+    "Backbone",
+    "BatchNormOnly",
+    "FreezePolicy",
+    "FreezeStages",
+    "FreezeUnfreeze",
+    "HeadOnly",
+    "LinearHead",
+    "MLPHead",
+    "NoFreeze",
+    "TransferModel",
+    "create_model",
     "list_offline_weights",
     "load_backbone",
-    "load_ensemble",
-    "load_image",
     "load_model",
-    "make_loader",
-    "mcnemar_exact",
-    "optimize_for_cpu",
-    "paired_bootstrap",
     "register_freeze_policy",
     "register_head",
     "register_offline_weights",
     "register_source",
-    "register_strategy",
-    "save_ensemble",
     "save_model",
-    "scan_folder",
-    "split_samples",
+    # training
+    "Callback",
+    "DistContext",
+    "EarlyStopping",
+    "EpochRecord",
+    "History",
+    "ModelCheckpoint",
+    "TrainConfig",
+    "Trainer",
+    "fit_with_feature_cache",
+    # strategies
+    "CalibratedStrategy",
+    "GeometricStrategy",
+    "GreedyStrategy",
+    "MeanStrategy",
+    "StackingStrategy",
+    "Strategy",
+    "StrategyChoice",
+    "VoteStrategy",
+    "WeightedStrategy",
+    "choose_strategy",
+    "register_strategy",
+    # ensemble
+    "TTA",
+    "Ensemble",
+    "export_onnx",
+    "load_ensemble",
+    "optimize_for_cpu",
+    "save_ensemble",
+    # api
+    "FinetuneResult",
+    "MemberResult",
+    "finetune",
     "train_ensemble",
 ]

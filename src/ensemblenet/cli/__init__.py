@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import IO
 
 from ..errors import EnsembleNetError
-from .console import (
+from ._console import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -31,7 +31,7 @@ from .console import (
     Console,
     _one_line,
 )
-from .parser import build_parser
+from ._parser import build_parser
 
 __all__ = ["build_parser", "main"]
 

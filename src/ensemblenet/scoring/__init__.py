@@ -1,0 +1,65 @@
+"""Judging probabilities: metrics, significance, the report and its figures.
+
+Pure functions of class probabilities ``(N, C)`` and integer labels ``(N,)``, with no knowledge of
+images or models, so the trainer, the strategies and the ensemble all score the same way. Each
+metric is defined once (:mod:`metrics <ensemblenet.scoring>` below); :class:`EnsembleReport`,
+the figures, the strategy chooser and the stacking combiner all call these.
+
+Figures need the optional matplotlib (``pip install "ensemblenet[report]"``), imported only when
+one is drawn.
+"""
+
+from ._figures import (
+    Curves,
+    most_confident_errors,
+    plot_confident_errors,
+    plot_confusion_matrices,
+    plot_confusion_matrix,
+    plot_learning_curves,
+    plot_reliability,
+)
+from ._metrics import (
+    METRICS,
+    accuracy,
+    brier_score,
+    check_probs,
+    confusion_matrix,
+    expected_calibration_error,
+    log_loss,
+    metric_score,
+    reliability_bins,
+)
+from ._report import Comparison, EnsembleReport, build_report
+from ._results import EnsembleEvaluation, Evaluation, MemberEvaluation, ModelScore, score_model
+from ._significance import BootstrapResult, McNemarResult, mcnemar_exact, paired_bootstrap
+
+__all__ = [
+    "METRICS",
+    "BootstrapResult",
+    "Comparison",
+    "Curves",
+    "EnsembleEvaluation",
+    "EnsembleReport",
+    "Evaluation",
+    "McNemarResult",
+    "MemberEvaluation",
+    "ModelScore",
+    "accuracy",
+    "brier_score",
+    "build_report",
+    "check_probs",
+    "confusion_matrix",
+    "expected_calibration_error",
+    "log_loss",
+    "mcnemar_exact",
+    "metric_score",
+    "most_confident_errors",
+    "paired_bootstrap",
+    "plot_confident_errors",
+    "plot_confusion_matrices",
+    "plot_confusion_matrix",
+    "plot_learning_curves",
+    "plot_reliability",
+    "reliability_bins",
+    "score_model",
+]

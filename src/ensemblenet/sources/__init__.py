@@ -1,1 +1,0 @@
-"""Built-in backbone sources (registered by :mod:`ensemblenet.backbones`)."""

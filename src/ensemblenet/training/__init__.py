@@ -1,0 +1,46 @@
+"""Fine-tuning one model: the Trainer, its callbacks and schedules, the frozen-feature cache,
+and data-parallel training under ``torchrun``.
+
+:class:`Trainer` runs one readable loop configured by a frozen :class:`TrainConfig`; a freeze
+policy (from :mod:`ensemblenet.models`) says what trains each epoch; callbacks keep the best model
+and stop early; the state is saved after every epoch so an interrupted run resumes exactly. When
+the policy keeps a backbone prefix frozen in eval mode, :func:`fit_with_feature_cache` computes
+that prefix once and trains only the rest.
+
+A newcomer adds a callback by subclassing :class:`Callback`.
+"""
+
+from ._callbacks import Callback, EarlyStopping, ModelCheckpoint, TrainerState
+from ._config import OPTIMIZERS, PRECISIONS, TrainConfig, resolve_device
+from ._distributed import DistContext, ShardSampler, barrier, is_main_process
+from ._feature_cache import FeatureCache, compute_features, fit_with_feature_cache, frozen_stages
+from ._history import EpochRecord, History
+from ._schedules import SCHEDULES, lr_factor
+from ._sync_batchnorm import convert_sync_batchnorm, revert_sync_batchnorm
+from ._trainer import Trainer
+
+__all__ = [
+    "OPTIMIZERS",
+    "PRECISIONS",
+    "SCHEDULES",
+    "Callback",
+    "DistContext",
+    "EarlyStopping",
+    "EpochRecord",
+    "FeatureCache",
+    "History",
+    "ModelCheckpoint",
+    "ShardSampler",
+    "TrainConfig",
+    "Trainer",
+    "TrainerState",
+    "barrier",
+    "compute_features",
+    "convert_sync_batchnorm",
+    "fit_with_feature_cache",
+    "frozen_stages",
+    "is_main_process",
+    "lr_factor",
+    "resolve_device",
+    "revert_sync_batchnorm",
+]
