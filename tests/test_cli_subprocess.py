@@ -185,7 +185,7 @@ def test_end_to_end_ensemble_predict_and_a_failure(data: Path, reference: Path, 
     assert failed.returncode == 1 and failed.stdout == ""
     absent = str(tmp_path / "absent.pt")
     assert failed.stderr.strip().splitlines() == [
-        f"ensemblenet evaluate: error: checkpoint {absent!r} does not exist or is not a file"
+        f"ensemblenet evaluate: error: model file {absent!r} does not exist or is not a file"
     ]
 
 

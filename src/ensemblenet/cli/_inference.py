@@ -41,7 +41,7 @@ def _expand_inputs(inputs: Sequence[str]) -> list[Path]:
             if not found:
                 log.warning("no image files under %s", path)
             files.extend(found)
-        elif path.exists():
+        elif path.exists() or path.is_symlink():  # a broken link gets its "unreadable image" row
             files.append(path)
         else:
             raise FileNotFoundError(2, "no such file or folder", str(path))

@@ -183,7 +183,7 @@ def _check_buildable(config: ModelConfig, where: str, prefix: str) -> None:
     head.registered("name", HEADS, "@register_head('name')")
     try:
         resolve_head(config.head)
-    except EnsembleNetError as exc:
+    except (EnsembleNetError, TypeError, ValueError) as exc:  # a head's own checks may raise either
         raise head.error("", f"holds settings the {config.head['name']!r} head refuses ({exc})") from None
 
 
@@ -329,8 +329,8 @@ def model_from_state(
         model = rebuild_model(model_config)
     except CheckpointError:
         raise
-    except EnsembleNetError as exc:
-        raise CheckpointError(f"cannot rebuild the model of {where}: {exc}") from None
+    except (EnsembleNetError, TypeError, ValueError, RuntimeError) as exc:  # settings a builder refuses
+        raise CheckpointError(f"cannot rebuild the model of {where}: {' '.join(str(exc).split())}") from None
     model.load_state_dict(dict(state_dict), strict=True)
     return model.eval()
 

@@ -331,6 +331,11 @@ def read_document(
                 f"{what} {shown} has sha256 {actual}, not the expected {wanted}: it is not the published "
                 "file (modified, truncated or replaced); do not use it, download it again from its source"
             )
+    if _looks_like_safetensors(data, complete=False) and not _looks_like_safetensors(data):
+        raise CheckpointError(
+            f"cannot read {what} {shown}: it is truncated (its header alone is "
+            f"{struct.unpack('<Q', data[:8])[0]} bytes, the file has {len(data)}); restore a complete copy"
+        )
     if _looks_like_safetensors(data):
         document = _read_safetensors(data, what, shown)
         legacy = False
@@ -354,11 +359,13 @@ def _moved(value: Any, device: torch.device) -> Any:
     return value
 
 
-def _looks_like_safetensors(data: bytes) -> bool:
+def _looks_like_safetensors(data: bytes, *, complete: bool = True) -> bool:
+    """A little-endian header length, then a JSON object (``complete``: that fits in the file)."""
     if len(data) < 10:
         return False
     (size,) = struct.unpack("<Q", data[:8])
-    return 2 <= size <= len(data) - 8 and data[8:9] == b"{"
+    limit = len(data) - 8 if complete else _MAX_HEADER
+    return 2 <= size <= limit and data[8:9] == b"{"
 
 
 def _read_safetensors(data: bytes, what: str, shown: str) -> dict[str, Any]:

@@ -70,7 +70,9 @@ def fingerprint(
     val_files: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What must match between a state and the run resuming it (see the module docs)."""
-    out: dict[str, Any] = {k: model_config.get(k) for k in _MODEL_FIELDS if k in model_config}
+    out: dict[str, Any] = {
+        ("input_spec" if k == "spec" else k): model_config.get(k) for k in _MODEL_FIELDS if k in model_config
+    }
     out.update({k: train_config.get(k) for k in _TRAIN_FIELDS if k in train_config})
     if train_config.get("schedule", "constant") != "constant":
         out["epochs"] = train_config.get("epochs")
