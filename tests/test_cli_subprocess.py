@@ -116,6 +116,9 @@ def start_and_stop_after_first_epoch(data: Path, out: Path, sig: signal.Signals)
         stderr=subprocess.PIPE,
         text=True,
         env=environment(),
+        # A test run started in the background ('pytest ... &' in a script) inherits SIGINT ignored,
+        # and so would the child: give it the default disposition, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     ) as proc:
         deadline = time.monotonic() + TIMEOUT
         first: tuple[int, int] | None = None  # (inode, mtime) of the state written before epoch 1

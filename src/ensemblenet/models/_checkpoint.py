@@ -97,6 +97,11 @@ def check_header(fields: Fields, fmt: str, *, legacy: bool, what: str) -> None:
             "ensemblenet.model": " It is one model: use load_model() (several: Ensemble.from_checkpoints).",
             "ensemblenet.ensemble": " It is an ensemble file: use Ensemble.load() (command line: -m FILE).",
         }.get(str(found), "")
+        if found is None and legacy:
+            hint = (
+                " It is a torch file without ensemblenet settings (a state dict?): for backbone "
+                "weights use load_backbone(name, weights=path)."
+            )
         raise CheckpointError(f"{fields.where} is not an ensemblenet {what} (format {found!r}).{hint}")
     version = fields.data.get("format_version")
     if not isinstance(version, bool) and isinstance(version, int) and version > FORMAT_VERSION:

@@ -429,10 +429,12 @@ def _read_torch_archive(data: bytes, what: str, shown: str) -> dict[str, Any]:
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        found = [line.strip() for line in str(exc).splitlines() if "Unsupported" in line]
+        detail = f" ({found[0][:200]})" if found else ""
         raise CheckpointError(
             f"refused to load {shown}: it contains pickled objects other than plain data and tensors "
-            f"(possibly code); ensemblenet files never do, so it was not written by ensemblenet. Only "
-            f"load files you trust. ({str(exc).splitlines()[-1][:200]})"
+            f"(possibly code){detail}; ensemblenet files never do, so it was not written by ensemblenet. "
+            "Only load files you trust"
         ) from None
     except Exception as exc:  # torch's readers raise RuntimeError, EOFError, ValueError...
         raise CheckpointError(
