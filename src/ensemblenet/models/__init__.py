@@ -29,12 +29,12 @@ from ._checkpoint import (
 from ._file_format import (
     FileContents,
     atomic_write,
-    describe_foreign,
     file_sha256,
     peek_format,
     read_document,
     write_document,
 )
+from ._file_kinds import describe_foreign
 from ._freeze import (
     FREEZE_POLICIES,
     BatchNormOnly,

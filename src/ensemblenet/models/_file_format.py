@@ -24,10 +24,8 @@ import hashlib
 import io
 import json
 import math
-import numbers
 import os
 import pickle
-import stat
 import struct
 import tempfile
 import warnings
@@ -38,12 +36,13 @@ from typing import Any, NamedTuple
 import safetensors.torch
 import torch
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError
+from ._file_kinds import describe_foreign, not_regular, regular_file_bytes
+from ._plain_data import PlainDecoder, encode_plain
 
 __all__ = [
     "FileContents",
     "atomic_write",
-    "describe_foreign",
     "file_sha256",
     "peek_format",
     "read_document",
@@ -66,86 +65,7 @@ class FileContents(NamedTuple):
     legacy: bool
 
 
-# --------------------------------------------------------------------------- plain data <-> JSON
-
-
-def _encode(value: Any, path: tuple[str, ...], tensors: dict[str, torch.Tensor]) -> Any:
-    where = ".".join(path) or "(top)"
-    if isinstance(value, torch.Tensor):
-        name = "/".join(path)
-        while name in tensors:  # cannot happen with distinct paths, but never overwrite a tensor
-            name += "#"
-        tensors[name] = value.detach().cpu().contiguous()
-        return {_TENSOR: name}
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        number = float(value)
-        return number if math.isfinite(number) else {_FLOAT: repr(number)}
-    if isinstance(value, Mapping):
-        if all(isinstance(k, str) and not k.startswith("__") for k in value):
-            return {k: _encode(v, (*path, k), tensors) for k, v in value.items()}
-        items = []
-        for key, item in value.items():
-            if isinstance(key, bool) or not isinstance(key, (str, int)):
-                raise ConfigError(f"cannot store the key {key!r} of {where}: keys must be strings or ints")
-            items.append([key, _encode(item, (*path, str(key)), tensors)])
-        return {_ITEMS: items}
-    if isinstance(value, tuple):
-        return {_TUPLE: [_encode(v, (*path, str(i)), tensors) for i, v in enumerate(value)]}
-    if isinstance(value, list):
-        return [_encode(v, (*path, str(i)), tensors) for i, v in enumerate(value)]
-    raise ConfigError(
-        f"cannot store a {type(value).__name__} at {where}: ensemblenet files hold plain data only "
-        "(str, int, float, bool, None, lists, dicts and tensors); convert it, e.g. str(path)"
-    )
-
-
-class _Decoder:
-    """Puts the tensors back in place of their ``__tensor__`` references, each used exactly once."""
-
-    def __init__(self, tensors: dict[str, torch.Tensor], fail: Any) -> None:
-        self.tensors, self.fail, self.used = tensors, fail, set[str]()
-
-    def __call__(self, value: Any, where: str) -> Any:
-        if isinstance(value, list):
-            return [self(v, f"{where}.{i}") for i, v in enumerate(value)]
-        if not isinstance(value, dict):
-            return value
-        tags = [k for k in value if k.startswith("__")]
-        if not tags:
-            return {k: self(v, f"{where}.{k}") for k, v in value.items()}
-        if len(value) != 1 or tags[0] not in (_TENSOR, _ITEMS, _TUPLE, _FLOAT):
-            raise self.fail(f"{where} holds an unknown tag {tags[0]!r}")
-        tag, inner = tags[0], value[tags[0]]
-        if tag == _TENSOR:
-            if not isinstance(inner, str) or inner not in self.tensors:
-                raise self.fail(f"{where} refers to a tensor {inner!r} that the file does not hold")
-            if inner in self.used:
-                raise self.fail(f"{where} refers to tensor {inner!r} a second time")
-            self.used.add(inner)
-            return self.tensors[inner]
-        if tag == _FLOAT:
-            if inner not in _NON_FINITE:
-                raise self.fail(f"{where} must be 'nan', 'inf' or '-inf', got {inner!r}")
-            return _NON_FINITE[inner]
-        if not isinstance(inner, list):
-            raise self.fail(f"{where}.{tag} must be a list")
-        if tag == _TUPLE:
-            return tuple(self(v, f"{where}.{i}") for i, v in enumerate(inner))
-        out: dict[Any, Any] = {}
-        for pair in inner:
-            ok = isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], (str, int))
-            if not ok or isinstance(pair[0], bool) or pair[0] in out:
-                raise self.fail(f"{where} has a malformed or repeated [key, value] pair: {str(pair)[:80]}")
-            out[pair[0]] = self(pair[1], f"{where}.{pair[0]}")
-        return out
-
-
-def _canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+# --------------------------------------------------------------------------- digest
 
 
 def _digest(settings: str, tensors: Mapping[str, torch.Tensor]) -> str:
@@ -203,8 +123,7 @@ def _write_error(target: Path, exc: OSError) -> OSError:
 
 def write_document(document: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``document`` (plain data with tensors anywhere inside) as one file, atomically."""
-    tensors: dict[str, torch.Tensor] = {}
-    settings = _canonical_json(_encode(document, (), tensors))
+    settings, tensors = encode_plain(document)
     metadata = {_SETTINGS_KEY: settings, _DIGEST_KEY: _digest(settings, tensors)}
     seen: set[tuple[int, int]] = set()  # (storage address, offset) of each tensor
     for name, t in tensors.items():  # safetensors refuses tensors that share memory (tied weights)
@@ -220,50 +139,7 @@ def write_document(document: Mapping[str, Any], path: str | os.PathLike[str]) ->
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """sha256 of the file's bytes (what ``sha256sum`` prints), for publishing next to a file."""
-    return hashlib.sha256(_regular_file_bytes(Path(path), "file")).hexdigest()
-
-
-_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a named pipe (FIFO)"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
-
-def _not_regular(mode: int) -> str | None:
-    for test, kind in _KINDS:
-        if test(mode):
-            return kind
-    return None if stat.S_ISREG(mode) else "not a regular file"
-
-
-def _regular_file_bytes(path: Path, what: str) -> bytes:
-    """The bytes of ``path``, which must be a regular file: checked before opening (``stat``), and
-    on the open descriptor (``fstat``), which is opened non-blocking so that a pipe swapped in
-    between cannot hang the reader."""
-    shown = repr(str(path))
-    try:
-        kind = _not_regular(os.stat(path).st_mode)
-    except FileNotFoundError:
-        raise CheckpointError(f"{what} {shown} does not exist or is not a file") from None
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {what} {shown}: {exc.strerror or exc}") from None
-    if kind is not None:
-        raise CheckpointError(f"{what} {shown} is {kind}, not a regular file; pass the file itself")
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise CheckpointError(f"cannot open {what} {shown}: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "rb") as handle:
-        kind = _not_regular(os.fstat(fd).st_mode)
-        if kind is not None:
-            raise CheckpointError(f"{what} {shown} is {kind}, not a regular file; pass the file itself")
-        try:
-            return handle.read()
-        except OSError as exc:
-            raise CheckpointError(f"cannot read {what} {shown}: {exc.strerror or exc}") from None
+    return hashlib.sha256(regular_file_bytes(Path(path), "file")).hexdigest()
 
 
 def peek_format(path: str | os.PathLike[str]) -> str | None:
@@ -271,11 +147,11 @@ def peek_format(path: str | os.PathLike[str]) -> str | None:
     read from its header without reading its tensors or checking it; None when it is not a regular
     file or has no readable tag (loading it then says why)."""
     try:
-        if _not_regular(os.stat(path).st_mode) is not None:
+        if not_regular(os.stat(path).st_mode) is not None:
             return None
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
         with os.fdopen(fd, "rb") as handle:
-            if _not_regular(os.fstat(fd).st_mode) is not None:
+            if not_regular(os.fstat(fd).st_mode) is not None:
                 return None
             head = handle.read(8)
             if head[:4] == b"PK\x03\x04":
@@ -322,7 +198,7 @@ def read_document(
     """
     path = Path(path)
     shown = repr(str(path))
-    data = _regular_file_bytes(path, what)
+    data = regular_file_bytes(path, what)
     actual = hashlib.sha256(data).hexdigest()
     if expected_sha256 is not None:
         wanted = str(expected_sha256).strip().lower()
@@ -407,7 +283,7 @@ def _read_safetensors(data: bytes, what: str, shown: str) -> dict[str, Any]:
         raise fail(f"its settings are not valid JSON ({str(exc)[:120]})") from None
     if not isinstance(raw, dict):
         raise fail(f"its settings are a {type(raw).__name__}, not a JSON object")
-    decoder = _Decoder(tensors, fail)
+    decoder = PlainDecoder(tensors, fail)
     try:
         document = decoder(raw, "settings")
     except RecursionError:
@@ -446,65 +322,3 @@ def _read_torch_archive(data: bytes, what: str, shown: str) -> dict[str, Any]:
             f"{shown} is not an ensemblenet {what}: it is a torch file holding a {type(payload).__name__}"
         )
     return payload
-
-
-# --------------------------------------------------------------------------- what is this file?
-
-_SIGNATURES = (
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
-    (b"GIF87a", "a GIF image"),
-    (b"GIF89a", "a GIF image"),
-    (b"BM", "a BMP image"),
-    (b"II*\x00", "a TIFF image"),
-    (b"MM\x00*", "a TIFF image"),
-    (b"\x1f\x8b", "a gzip archive"),
-    (b"%PDF", "a PDF document"),
-    (b"\x7fELF", "an executable (ELF)"),
-)
-_IMAGE_ADVICE = (
-    "images go after the options (ensemblenet predict -m MODEL IMAGE...), the model file after -m; in "
-    "Python pass it to Ensemble.predict"
-)
-_MODEL_ADVICE = "pass a file written by save_model, Ensemble.save or ensemblenet train/ensemble"
-
-
-def describe_foreign(data: bytes, path: Path) -> str:
-    """What a file that is not an ensemblenet file looks like, and what to do with it (one clause)."""
-    if not data:
-        return f"it is empty (0 bytes); {_MODEL_ADVICE}"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return f"it is a WebP image; {_IMAGE_ADVICE}"
-    for magic, kind in _SIGNATURES:
-        if data.startswith(magic):
-            advice = _IMAGE_ADVICE if kind.endswith("image") else _MODEL_ADVICE
-            return f"it is {kind}; {advice}"
-    if _looks_like_onnx(data) or path.suffix.lower() == ".onnx":
-        return (
-            "it looks like an ONNX model (an export, e.g. from ensemblenet export): run it with onnxruntime "
-            "(onnxruntime.InferenceSession), or pass the model file it was exported from"
-        )
-    text = _as_text(data[:4096])
-    if text is not None:
-        first = " ".join(text.split())[:40]
-        return f"it is a text file (starting {first!r}); {_MODEL_ADVICE}"
-    return f"it is binary data of no known kind (starting {data[:8].hex()}); {_MODEL_ADVICE}"
-
-
-def _looks_like_onnx(data: bytes) -> bool:
-    # A ModelProto starts with field 1 (ir_version, a small varint: tag 0x08) followed by
-    # producer_name (field 2, tag 0x12), or opset_import (field 8, tag 0x42) and the graph (0x3a).
-    return len(data) > 4 and data[0] == 0x08 and 1 <= data[1] <= 30 and data[2] in (0x12, 0x1A, 0x3A, 0x42)
-
-
-def _as_text(head: bytes) -> str | None:
-    if b"\x00" in head:
-        return None
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 4:  # not just a character cut at the 4096-byte boundary
-            return None
-        text = head[: exc.start].decode("utf-8")
-    printable = sum(ch.isprintable() or ch in "\t\r\n" for ch in text)
-    return text if text and printable >= 0.95 * len(text) else None
