@@ -31,6 +31,7 @@ from ..api import default_model_path, member_paths
 from ..errors import ConfigError
 from ..training import resolve_device
 from ._console import Console
+from ._train import _state_path_for
 
 __all__ = ["add_overwrite_option", "guarded", "lock_path"]
 
@@ -45,10 +46,6 @@ def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
 def lock_path(output: Path) -> Path:
     """The lock file of ``output``: ``<output>.lock`` beside it."""
     return output.with_name(output.name + ".lock")
-
-
-def _state_path_for(out: Path) -> Path:  # the train command's default, kept in step with _train.py
-    return out.with_name(out.stem + ".state" + (out.suffix or ".pt"))
 
 
 def _outputs(args: argparse.Namespace) -> tuple[list[tuple[Path, str]], list[Path], set[str]]:
@@ -135,7 +132,7 @@ def _take_lock(path: Path, command: str, con: Console) -> Path:
             json.dump(record, handle)
         for _attempt in range(2):
             try:
-                os.link(tmp, lock)
+                _create(tmp, lock)
                 return lock
             except FileExistsError:
                 holder = _holder(lock)
@@ -153,6 +150,18 @@ def _take_lock(path: Path, command: str, con: Console) -> Path:
         raise ConfigError(f"could not take the lock {lock}; another command keeps creating it")
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _create(filled: str, lock: Path) -> None:
+    """Make ``lock`` a copy of ``filled`` only if it does not exist yet (FileExistsError otherwise)."""
+    try:
+        os.link(filled, lock)  # atomic, and the lock never exists without its content
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: exclusive create, then write
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(Path(filled).read_text(encoding="utf-8"))
 
 
 def _holder(lock: Path) -> dict[str, Any]:

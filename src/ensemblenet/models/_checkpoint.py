@@ -152,7 +152,7 @@ def config_from_file(data: Any, where: str, prefix: str = "config") -> ModelConf
     extra = f.mapping("extra", optional=True)
     config = ModelConfig(
         backbone=backbone,
-        head=dict(head.data),
+        head={"name": head.data["name"], **head.data},  # the name first, as head_config writes it
         classes=tuple(f.names("classes", low=2)),
         spec=InputSpec(
             size=(size[0], size[1]),
