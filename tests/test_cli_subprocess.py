@@ -118,6 +118,9 @@ def start_and_stop_after_first_epoch(data: Path, out: Path, sig: signal.Signals)
         stderr=subprocess.PIPE,
         text=True,
         env=environment(),
+        # A test run started in the background ('pytest ... &' in a script) inherits SIGINT ignored,
+        # and so would the child: give it the default disposition, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     ) as proc:
         deadline = time.monotonic() + TIMEOUT
         first: tuple[int, int] | None = None  # (inode, mtime) of the state written before epoch 1
@@ -187,7 +190,7 @@ def test_end_to_end_ensemble_predict_and_a_failure(data: Path, reference: Path, 
     assert failed.returncode == 1 and failed.stdout == ""
     absent = str(tmp_path / "absent.pt")
     assert failed.stderr.strip().splitlines() == [
-        f"ensemblenet evaluate: error: checkpoint {absent!r} does not exist or is not a file"
+        f"ensemblenet evaluate: error: model file {absent!r} does not exist or is not a file"
     ]
 
 
