@@ -11,11 +11,11 @@ up (each imports only from those below it; see the architecture page of the docs
 * :mod:`ensemblenet.training` -- the Trainer, callbacks, the frozen-feature cache, torchrun;
 * :mod:`ensemblenet.strategies` -- how member probabilities become one prediction;
 * :mod:`ensemblenet.ensemble` -- ``Ensemble``, test-time augmentation, ensemble files, ONNX;
-* :mod:`ensemblenet.api` -- ``finetune`` and ``train_ensemble``; :mod:`ensemblenet.cli` on top.
+* :mod:`ensemblenet.api` -- ``finetune``, ``train_ensemble`` and ``distill``; :mod:`ensemblenet.cli` on top.
 """
 
 from ._version import __version__
-from .api import FinetuneResult, MemberResult, finetune, train_ensemble
+from .api import DistillResult, FinetuneResult, MemberResult, distill, finetune, train_ensemble
 from .data import (
     DEFAULT_SPLIT,
     DecodedCache,
@@ -186,8 +186,10 @@ __all__ = [  # noqa: RUF022
     "optimize_for_cpu",
     "save_ensemble",
     # api
+    "DistillResult",
     "FinetuneResult",
     "MemberResult",
+    "distill",
     "finetune",
     "train_ensemble",
 ]

@@ -19,6 +19,7 @@ from ._figures import (
     plot_reliability,
 )
 from ._metrics import (
+    KAGGLE_EPS,
     METRICS,
     accuracy,
     brier_score,
@@ -34,6 +35,7 @@ from ._results import EnsembleEvaluation, Evaluation, MemberEvaluation, ModelSco
 from ._significance import BootstrapResult, McNemarResult, mcnemar_exact, paired_bootstrap
 
 __all__ = [
+    "KAGGLE_EPS",
     "METRICS",
     "BootstrapResult",
     "Comparison",

@@ -5,13 +5,15 @@ and data-parallel training under ``torchrun``.
 policy (from :mod:`ensemblenet.models`) says what trains each epoch; callbacks keep the best model
 and stop early; the state is saved after every epoch so an interrupted run resumes exactly. When
 the policy keeps a backbone prefix frozen in eval mode, :func:`fit_with_feature_cache` computes
-that prefix once and trains only the rest.
+that prefix once and trains only the rest; with a teacher's probabilities as targets and a
+:class:`DistillationLoss` it distils an ensemble into one student.
 
 A newcomer adds a callback by subclassing :class:`Callback`.
 """
 
 from ._callbacks import Callback, EarlyStopping, ModelCheckpoint, TrainerState
 from ._config import OPTIMIZERS, PRECISIONS, TrainConfig, resolve_device
+from ._distillation import DistillationLoss, pack_targets, soften, unpack_targets
 from ._distributed import DistContext, ShardSampler, barrier, is_main_process
 from ._feature_cache import FeatureCache, compute_features, fit_with_feature_cache, frozen_stages
 from ._history import EpochRecord, History
@@ -25,6 +27,7 @@ __all__ = [
     "SCHEDULES",
     "Callback",
     "DistContext",
+    "DistillationLoss",
     "EarlyStopping",
     "EpochRecord",
     "FeatureCache",
@@ -41,6 +44,9 @@ __all__ = [
     "frozen_stages",
     "is_main_process",
     "lr_factor",
+    "pack_targets",
     "resolve_device",
     "revert_sync_batchnorm",
+    "soften",
+    "unpack_targets",
 ]

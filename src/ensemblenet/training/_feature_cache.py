@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..data import Samples, make_loader
 from ..errors import ConfigError
 from ..models import FreezePolicy, FreezeStages, HeadOnly, TransferModel, split_backbone
+from ._distillation import pack_targets
 from ._history import History
 from ._trainer import Trainer
 
@@ -140,17 +141,33 @@ def _run_prefix(
     )
 
 
-class _FeatureDataset(Dataset[tuple[torch.Tensor, int]]):
-    def __init__(self, cache: FeatureCache, augment: bool) -> None:
+class _FeatureDataset(Dataset[tuple[torch.Tensor, Any]]):
+    def __init__(self, cache: FeatureCache, augment: bool, targets: torch.Tensor | None = None) -> None:
         self.cache, self.augment = cache, augment and cache.features.shape[0] == 2
+        self.targets = targets  # one row per cached image (e.g. packed distillation targets)
 
     def __len__(self) -> int:
         return len(self.cache)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, Any]:
         # The same coin as the image path (one torch.rand per image), so flips follow the same seed.
         flip = self.augment and bool(torch.rand(()) < 0.5)
-        return self.cache.features[int(flip), i], int(self.cache.labels[i])
+        target = self.targets[i] if self.targets is not None else int(self.cache.labels[i])
+        return self.cache.features[int(flip), i], target
+
+
+def _cached_targets(cache: FeatureCache, soft_targets: torch.Tensor, n_samples: int | None) -> torch.Tensor:
+    """``soft_targets`` (one row per training sample) as packed targets, one row per cached image.
+    ``n_samples``: the number of training samples, when known (None: ``train`` was a cache)."""
+    rows = soft_targets.shape[0] if soft_targets.dim() == 2 else -1
+    fits = rows == n_samples if n_samples is not None else rows > int(cache.indices.max())
+    if not fits:
+        expected = n_samples if n_samples is not None else f">{int(cache.indices.max())}"
+        raise ConfigError(
+            f"soft_targets must have one row of class probabilities per training sample, shape "
+            f"({expected}, C); got {tuple(soft_targets.shape)}"
+        )
+    return pack_targets(soft_targets[cache.indices], cache.labels)
 
 
 @contextlib.contextmanager
@@ -171,6 +188,7 @@ def fit_with_feature_cache(
     val: Any = None,
     *,
     dtype: torch.dtype = torch.float16,
+    soft_targets: torch.Tensor | None = None,
 ) -> History:
     """``trainer.fit(model, train, val)``, with the frozen prefix computed once instead of every epoch.
 
@@ -181,12 +199,25 @@ def fit_with_feature_cache(
     ``trainer.config.augment`` the features of mirrored images are cached too. Training runs
     through ``trainer.fit`` (same optimizer, schedule, seeding, callbacks); during it ``model``'s
     forward takes cached features, afterwards it takes images again. ``resume=`` is not supported.
+
+    ``soft_targets`` (``(len(train), C)`` probabilities, rows in ``train``'s sample order, e.g. a
+    teacher ensemble's :meth:`~ensemblenet.Ensemble.predict_proba`) replace the labels as training
+    targets: each batch then carries :func:`pack_targets` rows (probabilities and label), which the
+    trainer's ``criterion`` must read (e.g. :class:`DistillationLoss`; :func:`ensemblenet.distill`
+    sets this up). Mirrored views get the probabilities of their image. Validation still scores
+    cross-entropy against the labels.
     """
     kinds = (Samples, FeatureCache)
     if not isinstance(train, kinds) or not (val is None or isinstance(val, kinds)):
         raise ConfigError(
             "fit_with_feature_cache needs train (and val) as ensemblenet.Samples or FeatureCache, "
             f"not {type(train).__name__} / {type(val).__name__}"
+        )
+    if soft_targets is not None and trainer.criterion is None:
+        raise ConfigError(
+            "soft_targets need a trainer whose criterion reads packed (probabilities, label) targets, "
+            "e.g. Trainer(..., criterion=DistillationLoss(temperature=2.0)); the default cross-entropy "
+            "reads labels only"
         )
     stages = frozen_stages(trainer.policy, model)
     cfg = trainer.config
@@ -202,8 +233,10 @@ def fit_with_feature_cache(
         "cached features %s of %d training images", tuple(train_cache.features.shape[2:]), len(train_cache)
     )
     generator = torch.Generator().manual_seed(cfg.seed)  # re-seeded per epoch by the trainer
+    n_train = len(train) if isinstance(train, Samples) else None
+    targets = None if soft_targets is None else _cached_targets(train_cache, soft_targets, n_train)
     train_loader = DataLoader(
-        _FeatureDataset(train_cache, cfg.augment),
+        _FeatureDataset(train_cache, cfg.augment, targets),
         batch_size=cfg.batch_size,
         shuffle=True,
         generator=generator,
