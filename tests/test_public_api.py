@@ -29,6 +29,7 @@ EXPECTED = {
     "paired_bootstrap", "save_ensemble",
     "DistContext", "MemberResult", "train_ensemble",
     "StrategyChoice", "choose_strategy",
+    "DistillResult", "distill",
 }  # fmt: skip
 
 
