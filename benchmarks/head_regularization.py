@@ -22,17 +22,18 @@ import time
 from typing import Any
 
 import torch
-
 from _common import DATA, hardware
+
 from ensemblenet import TrainConfig, Trainer, create_model, fit_with_feature_cache, scan_folder, split_samples
 from ensemblenet.models import TransferModel, resolve_head
 from ensemblenet.training import compute_features
 
 # name -> (head settings, optimizer, weight decay, label smoothing)
+RELU = {"name": "mlp", "activation": "relu"}
 HEADS: dict[str, tuple[dict[str, Any], str, float, float]] = {
     "mlp (0.1 default)": ({"name": "mlp"}, "adam", 0.0, 0.0),
-    "mlp relu, dropout 0.2, adamw 0.01": ({"name": "mlp", "activation": "relu", "dropout": 0.2}, "adamw", 0.01, 0.0),
-    "mlp relu, dropout 0.5, adamw 0.05": ({"name": "mlp", "activation": "relu", "dropout": 0.5}, "adamw", 0.05, 0.0),
+    "mlp relu, dropout 0.2, adamw 0.01": ({**RELU, "dropout": 0.2}, "adamw", 0.01, 0.0),
+    "mlp relu, dropout 0.5, adamw 0.05": ({**RELU, "dropout": 0.5}, "adamw", 0.05, 0.0),
     "linear, dropout 0.2, adamw 0.01": ({"name": "linear", "dropout": 0.2}, "adamw", 0.01, 0.0),
     "linear, dropout 0.5, adamw 0.05, ls 0.1": ({"name": "linear", "dropout": 0.5}, "adamw", 0.05, 0.1),
 }  # fmt: skip
