@@ -19,10 +19,12 @@ from ..errors import ConfigError
 from ..scoring import check_probs, log_loss
 from ._base import (
     check_member_probs,
+    quiet_small_validation,
     register_strategy,
     single_thread,
     strategy_from_state,
     strategy_state,
+    warn_small_validation,
 )
 from ._resolve import StrategyLike, resolve_strategy
 
@@ -155,6 +157,7 @@ class CalibratedStrategy:
     def fit(self, probs: torch.Tensor, labels: torch.Tensor) -> None:
         """Fit member temperatures, the inner strategy, then the ensemble temperature."""
         probs = check_member_probs(probs).double()
+        warn_small_validation(probs.shape[1], "fitting temperatures")
         if self.members:
             self.member_temperatures = [fit_temperature(p, labels) for p in probs]
         else:
@@ -162,7 +165,8 @@ class CalibratedStrategy:
         scaled = self.scale_members(probs)
         fit = getattr(self.inner, "fit", None)
         if callable(fit) and (self.refit_inner or getattr(self.inner, "needs_fit", False)):
-            fit(scaled, labels)
+            with quiet_small_validation():  # warned just above
+                fit(scaled, labels)
         self.temperature = fit_temperature(self.inner.combine(scaled).double(), labels)
         self._update_needs_fit()
         logger.info(

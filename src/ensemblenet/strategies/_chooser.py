@@ -35,10 +35,19 @@ import torch
 
 from ..errors import ConfigError
 from ..scoring import METRICS, metric_score
-from ._base import Strategy, check_labels, check_member_probs, fold_ids, strategy_name
+from ._base import (
+    Strategy,
+    check_labels,
+    check_member_probs,
+    fold_ids,
+    quiet_small_validation,
+    strategy_name,
+    warn_small_validation,
+)
+from ._calibrated import CalibratedStrategy
 from ._resolve import resolve_strategy
 
-__all__ = ["DEFAULT_CANDIDATES", "StrategyChoice", "choose_strategy", "fit_candidate"]
+__all__ = ["COMBINATIONS", "DEFAULT_CANDIDATES", "StrategyChoice", "choose_strategy", "fit_candidate"]
 
 logger = logging.getLogger("ensemblenet.strategies")
 
@@ -47,6 +56,14 @@ logger = logging.getLogger("ensemblenet.strategies")
 DEFAULT_CANDIDATES: tuple[str, ...] = ("mean", "weighted", "calibrated")
 
 Candidates = Sequence[str | Strategy] | Mapping[str, str | Strategy]
+
+#: The combinations a recipe names (``Recipe.combine``): the soft vote, weights fitted on
+#: log-loss, and temperatures per member and for the ensemble around fitted weights.
+COMBINATIONS: Mapping[str, str | Strategy] = {
+    "mean": "mean",
+    "weighted": "weighted",
+    "calibrated": CalibratedStrategy("weighted"),
+}
 
 
 @dataclass(frozen=True)
@@ -58,8 +75,10 @@ class StrategyChoice:
         strategy: that candidate, refitted on all the validation rows (ready to use).
         scores: each candidate's out-of-fold metric (lower is better; accuracy is negated).
         metric: ``"log_loss"``, ``"accuracy"`` or ``"brier"``.
-        folds: the number of folds used.
+        folds: the number of folds used (0: nothing was chosen, see :meth:`given`).
         n: the number of validation rows.
+        fitted: every candidate refitted on all the validation rows (the winner among them), e.g. to
+            show each one's test scores in a report.
     """
 
     name: str
@@ -68,8 +87,43 @@ class StrategyChoice:
     metric: str = "log_loss"
     folds: int = 5
     n: int = 0
+    fitted: dict[str, Strategy] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def given(
+        cls,
+        name: str,
+        probs: torch.Tensor,
+        labels: torch.Tensor,
+        candidates: Candidates = DEFAULT_CANDIDATES,
+    ) -> StrategyChoice:
+        """No choice made: ``name`` (one of ``candidates``) as asked, with every candidate fitted
+        on ``probs`` and ``labels`` (for the report rows) and no out-of-fold scores."""
+        named = _label_candidates(candidates)
+        if name not in named:
+            raise ConfigError(f"combination {name!r} is not among the candidates {list(named)}")
+        probs = check_member_probs(probs).double()
+        labels = check_labels(labels, probs)
+        if any(callable(getattr(_fresh(c), "fit", None)) for c in named.values()):
+            warn_small_validation(probs.shape[1], "fitting the combination")
+        with quiet_small_validation():
+            fitted = {label: fit_candidate(c, probs, labels) for label, c in named.items()}
+        return cls(name=name, strategy=fitted[name], metric="", folds=0, n=probs.shape[1], fitted=fitted)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data: what was chosen, how, and each candidate's score and fitted state."""
+        return {
+            "chosen": self.name,
+            "metric": self.metric,
+            "folds": self.folds,
+            "n": self.n,
+            "out_of_fold_scores": dict(self.scores),
+            "fitted": {k: repr(v) for k, v in self.fitted.items()},
+        }
 
     def __str__(self) -> str:
+        if not self.folds:
+            return f"using {self.name!r} as given (fitted on {self.n} validation rows)"
         ranked = ", ".join(f"{k} {v:.4f}" for k, v in sorted(self.scores.items(), key=lambda kv: kv[1]))
         how = f"{self.folds}-fold out-of-fold {self.metric} on {self.n} rows"
         return f"chose {self.name!r} by {how} ({ranked})"
@@ -109,23 +163,27 @@ def choose_strategy(
     if n < 2:
         raise ConfigError(f"choosing a strategy needs at least 2 validation rows to cross-fit, got {n}")
     named = _label_candidates(candidates)
+    warn_small_validation(n, "choosing the combination")
     k = min(folds, n)
-    ids = fold_ids(n, k, seed)
+    ids = fold_ids(n, k, seed, labels)
     scores: dict[str, tuple[float, float]] = {}
-    for label, candidate in named.items():
-        oof = _out_of_fold(candidate, probs, labels, ids, k)
-        scores[label] = metric_score(metric, oof, labels)
+    with quiet_small_validation():  # warned once above, not once per fold and candidate
+        for label, candidate in named.items():
+            oof = _out_of_fold(candidate, probs, labels, ids, k)
+            scores[label] = metric_score(metric, oof, labels)
+        fitted = {label: fit_candidate(c, probs, labels) for label, c in named.items()}
     best = next(iter(scores))
     for label in scores:  # in the caller's order, so a tie keeps the earlier (simpler) candidate
         if _better(scores[label], scores[best]):
             best = label
     choice = StrategyChoice(
         name=best,
-        strategy=fit_candidate(named[best], probs, labels),
+        strategy=fitted[best],
         scores={label: (-s[0] if metric == "accuracy" else s[0]) for label, s in scores.items()},
         metric=metric,
         folds=k,
         n=n,
+        fitted=fitted,
     )
     logger.info("%s", choice)
     return choice
