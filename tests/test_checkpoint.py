@@ -49,7 +49,7 @@ def perturbed(model: torch.nn.Module) -> torch.nn.Module:
 
 def assert_round_trip(backbone: str, tmp_path: Path, **kw: object) -> None:
     torch.manual_seed(0)
-    model = perturbed(create_model(backbone, ["cat", "dog"], input_spec=SMALL, **kw))  # type: ignore[arg-type]
+    model = perturbed(create_model(backbone, ["cat", "dog"], input_spec=SMALL, **{"weights": None, **kw}))  # type: ignore[arg-type]
     images = torch.randint(0, 256, (3, 3, *SMALL.size), dtype=torch.uint8)
     with torch.inference_mode():
         expected = model(images)
@@ -88,6 +88,7 @@ def test_head_is_rebuilt_with_its_own_settings(tmp_path: Path) -> None:
         ["a", "b", "c"],
         head={"name": "mlp", "hidden": 48, "dropout": 0.3},
         input_spec=SMALL,
+        weights=None,
     )
     loaded = load_model(save_model(model, tmp_path / "m.pt"))
     assert loaded.config.head == {"name": "mlp", "hidden": 48, "activation": None, "dropout": 0.3}
@@ -98,7 +99,7 @@ def test_head_is_rebuilt_with_its_own_settings(tmp_path: Path) -> None:
 
 
 def test_file_is_plain_data(tmp_path: Path) -> None:
-    model = create_model("torchvision:resnet18", ["a", "b"], input_spec=SMALL)
+    model = create_model("torchvision:resnet18", ["a", "b"], input_spec=SMALL, weights=None)
     path = save_model(model, tmp_path / "m.pt")
     payload = torch.load(path, weights_only=True)  # would raise on any pickled code
     assert payload["format"] == "ensemblenet.model"
@@ -126,7 +127,7 @@ def test_atomic_save_keeps_old_file_when_writing_fails(
 
 
 def test_tampered_tensor_is_detected(tmp_path: Path) -> None:
-    model = create_model("torchvision:resnet18", ["a", "b"], input_spec=SMALL)
+    model = create_model("torchvision:resnet18", ["a", "b"], input_spec=SMALL, weights=None)
     path = save_model(model, tmp_path / "m.pt")
     payload = torch.load(path, weights_only=True)
     payload["state_dict"]["head.1.bias"] += 1.0
@@ -157,7 +158,7 @@ def test_foreign_truncated_and_future_files(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not an ensemblenet model"):
         load_model(plain)
 
-    model = create_model("torchvision:resnet18", ["a", "b"], input_spec=SMALL)
+    model = create_model("torchvision:resnet18", ["a", "b"], input_spec=SMALL, weights=None)
     good = save_model(model, tmp_path / "m.pt")
     truncated = tmp_path / "t.pt"
     truncated.write_bytes(good.read_bytes()[:1000])

@@ -262,7 +262,7 @@ def load_split(where: str | os.PathLike[str], *, verify: Sequence[str] = _HELD_O
                         f"the {name} image {p} changed since {path} was written (its sha256 differs); "
                         "the split no longer describes the images the run used"
                     )
-        parts[name] = Samples(paths, [int(row["label"]) for row in rows], classes)
+        parts[name] = Samples(tuple(paths), tuple(int(row["label"]) for row in rows), classes)
         hashes[name] = digests
     fractions = document.get("fractions")
     return SavedSplit(

@@ -8,7 +8,9 @@ offline catalog or downloaded, or a local file fitted by name or, failing that, 
 :func:`save_model` / :func:`load_model` write and rebuild the exact model offline.
 
 A newcomer adds a backbone source with :func:`register_source`, a head with
-:func:`register_head` and a freeze policy with :func:`register_freeze_policy`.
+:func:`register_head` and a freeze policy with :func:`register_freeze_policy`. A backbone can also
+be an ``nn.Module`` object (a timm model, or any module with a stated feature width):
+:func:`create_model` uses it as it is (:func:`backbone_from_module`).
 """
 
 from ._backbones import SOURCES, SourceLoader, load_backbone, register_source
@@ -50,6 +52,7 @@ from ._offline_catalog import (
     register_offline_weights,
 )
 from ._source_common import Backbone, WeightsArg, strip_classifier
+from ._source_module import MODULE_SOURCE, backbone_from_module
 from ._stages import backbone_stages, split_backbone
 from ._transfer import ModelConfig, TransferModel, create_model, rebuild_model
 from ._weight_files import load_into, read_state_dict, remap_by_position
@@ -59,6 +62,7 @@ __all__ = [
     "FORMAT_VERSION",
     "FREEZE_POLICIES",
     "HEADS",
+    "MODULE_SOURCE",
     "OFFLINE_WEIGHTS",
     "SOURCES",
     "Backbone",
@@ -78,6 +82,7 @@ __all__ = [
     "TransferModel",
     "WeightsArg",
     "atomic_save",
+    "backbone_from_module",
     "backbone_stages",
     "batchnorm_modules",
     "check_format_version",

@@ -119,7 +119,7 @@ def read_metrics_csv(path: str | os.PathLike[str]) -> History:
         rows = list(csv.DictReader(handle))
     kinds = {f.name: f.type for f in fields(EpochRecord)}
     records = [
-        EpochRecord(**{k: (int(v) if kinds[k] in ("int", int) else float(v)) for k, v in row.items()})
+        EpochRecord(**{k: (int(v) if kinds[k] in ("int", int) else float(v)) for k, v in row.items()})  # type: ignore[arg-type]
         for row in rows
     ]
     return History(records)
