@@ -41,6 +41,7 @@ __all__ = [
     "SPLIT_FORMAT",
     "SavedSplit",
     "check_disjoint",
+    "file_hashes",
     "file_sha256",
     "find_split_file",
     "load_split",
@@ -67,21 +68,29 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _hashes(samples: Samples) -> list[str]:
-    out = []
-    for path in samples.paths:
-        try:
-            out.append(file_sha256(path))
-        except OSError as exc:
-            raise DataError(f"cannot read {path} to hash it: {exc}") from exc
-    return out
+def file_hashes(*parts: Samples, known: Mapping[Path, str] | None = None) -> dict[Path, str]:
+    """The sha256 of every file of ``parts``, by path (``known`` ones are not read again)."""
+    found = dict(known or {})
+    for part in parts:
+        for path in part.paths:
+            if path not in found:
+                try:
+                    found[path] = file_sha256(path)
+                except OSError as exc:
+                    raise DataError(f"cannot read {path} to hash it: {exc}") from exc
+    return found
+
+
+def _hashes(samples: Samples, known: Mapping[Path, str] | None) -> list[str]:
+    digests = file_hashes(samples, known=known)
+    return [digests[p] for p in samples.paths]
 
 
 def check_disjoint(
     parts: Mapping[str, Samples],
     *,
     repair: bool = False,
-    hashes: Mapping[str, Sequence[str]] | None = None,
+    hashes: Mapping[Path, str] | None = None,
 ) -> dict[str, Samples]:
     """Refuse validation or test images that are also training images (by content).
 
@@ -90,7 +99,7 @@ def check_disjoint(
         repair: drop such images from the held-out part instead (with a warning): right when the
             parts were cut from one folder that holds byte-identical copies of some images (Kaggle's
             Dogs vs Cats has three such pairs), wrong when someone passed overlapping folders.
-        hashes: each part's file hashes, when already computed.
+        hashes: file hashes by path, when already computed (:func:`file_hashes`).
 
     Returns:
         The parts, with the overlapping held-out images dropped when ``repair``.
@@ -98,8 +107,7 @@ def check_disjoint(
     Raises:
         DataError: an overlap, without ``repair``; the message says how many and shows one.
     """
-    known = {k: list(v) for k, v in (hashes or {}).items()}
-    hashed = {name: known.get(name) or _hashes(part) for name, part in parts.items()}
+    hashed = {name: _hashes(part, hashes) for name, part in parts.items()}
     train = parts.get("train")
     if train is None:
         return dict(parts)
@@ -158,7 +166,7 @@ def save_split(
     *,
     seed: int | None = None,
     fractions: Sequence[float] | None = None,
-    hashes: Mapping[str, Sequence[str]] | None = None,
+    hashes: Mapping[Path, str] | None = None,
 ) -> Path:
     """Write ``parts`` as JSON to ``path`` atomically (every file with label and sha256)."""
     target = Path(path)
@@ -174,7 +182,7 @@ def save_split(
     }
     for name, part in parts.items():
         document["classes"] = list(part.classes)
-        digests = list((hashes or {}).get(name) or _hashes(part))
+        digests = _hashes(part, hashes)
         document["parts"][name] = [
             {"path": str(Path(p).resolve()), "label": int(label), "sha256": digest}
             for p, label, digest in zip(part.paths, part.labels, digests, strict=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -275,7 +275,8 @@ class Ensemble:
         data: Data,
         *,
         strategies: dict[str, Strategy] | None = None,
-        histories: dict[str, Curves] | None = None,
+        histories: Mapping[str, Curves] | None = None,
+        names: Sequence[str] | None = None,
         best_member: int | None = None,
         n_bins: int = 15,
         n_resamples: int = 10_000,
@@ -290,7 +291,8 @@ class Ensemble:
         :attr:`strategy`; ``strategies`` adds rows for other (already fitted) strategies on the same
         member probabilities, computed once (a name ``"weighted"`` becomes the row
         ``"ensemble (weighted)"``; the current strategy's name is not repeated). ``histories``
-        (training histories by member name) add learning curves to the saved figures. Keyword
+        (training histories by member name) add learning curves to the saved figures; ``names``
+        replaces :attr:`member_names` in the report (e.g. ``["mobilenet_v2", "lite0"]``). Keyword
         arguments as in :meth:`member_probas`.
         """
         check_fitted(self.strategy)
@@ -308,7 +310,7 @@ class Ensemble:
             probs,
             labels,
             {name: s.combine(probs).double() for name, s in combos.items()},
-            member_names=self.member_names,
+            member_names=tuple(names) if names is not None else self.member_names,
             classes=self.classes,
             best_member=best_member,
             n_bins=n_bins,

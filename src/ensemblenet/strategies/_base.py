@@ -35,6 +35,7 @@ __all__ = [
     "quiet_small_validation",
     "register_strategy",
     "single_thread",
+    "small_validation_quiet",
     "strategy_from_state",
     "strategy_name",
     "strategy_state",
@@ -66,6 +67,11 @@ def warn_small_validation(n: int, what: str) -> None:
             n,
             SMALL_VALIDATION,
         )
+
+
+def small_validation_quiet() -> bool:
+    """True inside :func:`quiet_small_validation` (fits that a caller has already warned about)."""
+    return _quiet.get()
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ from ._base import (
     quiet_small_validation,
     register_strategy,
     single_thread,
+    small_validation_quiet,
     strategy_from_state,
     strategy_state,
     warn_small_validation,
@@ -67,7 +68,9 @@ def fit_temperature(probs: torch.Tensor, labels: torch.Tensor) -> float:
     if not torch.isfinite(probs).all():
         raise ConfigError("cannot fit a temperature on non-finite probabilities; drop the NaN rows first")
     if bool((probs.argmax(1) == labels).all()):
-        logger.warning(
+        # Inside a chooser's folds this is expected on many folds: a note, not a warning per fold.
+        logger.log(
+            logging.INFO if small_validation_quiet() else logging.WARNING,
             "no validation errors among %d images: a temperature fitted there would only sharpen "
             "without limit, so T = 1 is kept for these probabilities",
             len(labels),
