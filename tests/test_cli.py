@@ -285,10 +285,22 @@ def test_ensemble_choose_picks_on_validation_and_saves_the_winner(
     assert_one_line_error(code, err, "--choose", "--val FOLDER")
 
 
-def test_parser_defaults_are_the_reference_recipe() -> None:
-    args = build_parser().parse_args(["train", "data", "--backbone", "torchvision:resnet18"])
-    assert (args.epochs, args.lr, args.batch_size, args.head, args.freeze) == (2, 1e-3, 32, "mlp", "bn_only")
-    assert args.weights == "DEFAULT" and args.optimizer == "adam"
+def test_parser_defaults_come_from_the_recipe_as_in_finetune() -> None:
+    """Every training setting defaults to None (the recipe's value), exactly as finetune()'s arguments."""
+    import inspect
+
+    from ensemblenet import finetune
+    from ensemblenet.cli._train import _FINETUNE_OPTIONS
+
+    for command in (
+        ["train", "data", "--backbone", "torchvision:resnet18"],
+        ["train-ensemble", "d", "--backbone", "x"],
+    ):
+        args = build_parser().parse_args(command)
+        assert args.recipe == "fast" and args.weights == "DEFAULT" and args.split is None and args.seed == 0
+        defaults = inspect.signature(finetune).parameters
+        for name in _FINETUNE_OPTIONS:
+            assert getattr(args, name) == defaults[name].default, name
 
 
 class FlushCounter(io.StringIO):

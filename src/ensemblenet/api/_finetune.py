@@ -57,6 +57,7 @@ class FinetuneResult:
         seconds: wall time of the whole call; ``feature_seconds`` of it computing cached features.
         files: what was written beside the model: ``"split"`` (``split.json``), ``"metrics"``
             (``metrics.csv``).
+        skipped_files: files the folder scans rejected (unreadable or not images), with the reason.
     """
 
     model: TransferModel
@@ -69,6 +70,7 @@ class FinetuneResult:
     seconds: float = 0.0
     feature_seconds: float = 0.0
     files: dict[str, Path] = field(default_factory=dict)
+    skipped_files: tuple[tuple[Path, str], ...] = ()
 
     def __repr__(self) -> str:  # the default would print the whole module
         test = f", test accuracy {self.test.accuracy:.4f} (n={self.test.n})" if self.test else ""
@@ -261,6 +263,7 @@ def finetune(
         seconds=time.perf_counter() - started,
         feature_seconds=max(0.0, train_seconds - epoch_seconds) if use_cache else 0.0,
         files=files,
+        skipped_files=splits.skipped,
     )
 
 

@@ -177,18 +177,17 @@ def train_ensemble(
         raise ConfigError("train_ensemble needs at least one member")
     workers = min(parallel, len(members))
     common = dict(common)
-    seed = int(common.get("seed") or 0)
-    splits = resolve_splits(
-        data, split=common.pop("split", ()) or (), seed=seed, limit=common.pop("limit", None)
-    )
+    split, limit = common.pop("split", ()) or (), common.pop("limit", None)
     recipe = _common_recipe(common)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    splits.save(Path(out_dir) / SPLIT_FILE)
-    data = splits  # every member trains and validates on exactly these files
     if workers > 1:
         threads = threads or max(1, (os.cpu_count() or 1) // workers)
         common = {"progress": False, **common}  # interleaved progress bars from several processes help no one
-    jobs = _jobs(members, data, dict(common), Path(out_dir), threads, devices, resume)
+    jobs = _jobs(members, None, common, Path(out_dir), threads, devices, resume)  # checks the members
+    splits = resolve_splits(data, split=split, seed=int(common.get("seed") or 0), limit=limit)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    splits.save(Path(out_dir) / SPLIT_FILE)
+    for job in jobs:
+        job.kwargs["data"] = splits  # every member trains and validates on exactly these files
 
     def done(results: list[MemberResult]) -> TrainedEnsemble:
         return TrainedEnsemble(results, splits=splits, recipe=recipe, out_dir=Path(out_dir))

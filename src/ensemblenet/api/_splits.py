@@ -8,6 +8,7 @@ models (``split.json``) so later commands can use exactly the held-out images.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ class Splits:
     seed: int = 0
     fractions: tuple[float, ...] | None = None
     hashes: dict[Path, str] = field(default_factory=dict, repr=False, compare=False)
+    #: files the folder scans rejected (unreadable, not images), with the reason
+    skipped: tuple[tuple[Path, str], ...] = ()
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -74,7 +77,7 @@ class Splits:
         return " / ".join(f"{name} {len(part)}" for name, part in self.parts.items())
 
 
-def _scan(value: Any) -> Samples:
+def _scan_one(value: Any) -> Samples:
     if isinstance(value, (str, os.PathLike)):
         return scan_folder(value)
     if isinstance(value, Samples):
@@ -114,6 +117,13 @@ def resolve_splits(
         data = data.parts
     fractions: tuple[float, ...] | None = tuple(float(f) for f in split) or None
     cut: set[str] = set()
+    scanned: list[Samples] = []
+
+    def _scan(value: Any) -> Samples:
+        samples = _scan_one(value)
+        scanned.append(samples)
+        return samples
+
     if isinstance(data, (str, os.PathLike, Samples)):
         fractions = fractions or DEFAULT_SPLIT
         if len(fractions) not in (2, 3):
@@ -152,16 +162,19 @@ def resolve_splits(
     classes = parts["train"].classes
     for name, part in parts.items():
         if part.classes != classes:
+            only_train = sorted(set(classes) - set(part.classes))
+            only_here = sorted(set(part.classes) - set(classes))
             raise ClassMismatchError(
-                f"split {name!r} has classes {list(part.classes)} but 'train' has {list(classes)}; "
-                "every split must have the same class folders"
+                f"split {name!r} has classes {list(part.classes)} but 'train' has {list(classes)} (only in "
+                f"train: {only_train}, only in {name}: {only_here}); give every split the same class folders"
             )
+    skipped = tuple(item for part in scanned for item in part.skipped)
     hashes = file_hashes(*parts.values())
     given = {name: part for name, part in parts.items() if name not in cut}
     check_disjoint(given, hashes=hashes)  # parts the caller chose: an overlap is a mistake
     if cut:
         parts = check_disjoint(parts, repair=True, hashes=hashes)  # parts we cut: drop exact copies
-    return _limited(Splits(parts=parts, seed=seed, fractions=fractions, hashes=hashes), limit, seed)
+    return _limited(Splits(parts, seed, fractions, hashes, skipped), limit, seed)
 
 
 def _limited(splits: Splits, limit: int | None, seed: int) -> Splits:
@@ -169,4 +182,4 @@ def _limited(splits: Splits, limit: int | None, seed: int) -> Splits:
         return splits
     parts = dict(splits.parts)
     parts["train"] = parts["train"].limit(limit, seed=seed)
-    return Splits(parts=parts, seed=splits.seed, fractions=splits.fractions, hashes=splits.hashes)
+    return dataclasses.replace(splits, parts=parts)

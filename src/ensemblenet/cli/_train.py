@@ -63,6 +63,10 @@ def _cmd_train(args: argparse.Namespace, con: Console) -> int:
     history = result.history
     train = result.splits["train"]
     during = sum(r.skipped for r in history.records)
+    skipped_files = [{"path": str(p), "reason": r} for p, r in result.skipped_files]
+    if skipped_files:
+        shown = "; ".join(f"{s['path']} ({s['reason']})" for s in skipped_files[:10])
+        con.note(f"skipped {len(skipped_files)} unreadable file(s) at scan time: {shown}")
     if during:
         con.note(f"skipped {during} image(s) that failed to decode during training (see the warnings)")
     test = f"; test accuracy {result.test.accuracy:.4f} on {result.test.n} images" if result.test else ""
@@ -81,6 +85,7 @@ def _cmd_train(args: argparse.Namespace, con: Console) -> int:
             "sizes": {name: len(part) for name, part in result.splits.items()},
             "history": [r.to_dict() for r in history.records],
             "test": result.test.to_dict() if result.test else None,
+            "skipped_files": skipped_files,
             "skipped_during_training": during,
         }
     )
@@ -131,7 +136,7 @@ def _cmd_train_ensemble(args: argparse.Namespace, con: Console) -> int:
             "ensemble": path,
             "split": out_dir / "split.json",
             "choice": run.choice.to_dict() if run.choice else None,
-            "members": [m.to_dict() for m in run],
+            "members": [{"model": m.path, **m.to_dict()} for m in run],
         }
     )
     return EXIT_OK

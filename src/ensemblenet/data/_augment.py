@@ -7,16 +7,18 @@ random crops from the same cached pixels. Presets:
 * ``"none"``: nothing (``augment=False``).
 * ``"flip"``: a left-right flip with probability 0.5 (``augment=True``; one ``torch.rand`` coin per
   image, as in ensemblenet 0.1, so runs made then are reproduced exactly).
-* ``"light"``: the flip, then ``RandomResizedCrop`` back to the view's size, keeping 35-100 % of
-  the image area at aspect ratios 3/4-4/3 (a gentler lower bound than ImageNet training's 8 %:
-  a small data set's objects are often small already).
+* ``"light"``: the flip, then a random resized crop back to the view's size, keeping 35-100 % of
+  the image area at aspect ratios 3/4-4/3 (``RandomResizedCrop``'s rule with a gentler lower
+  bound than ImageNet training's 8 %: a small data set's objects are often small already), drawn
+  in coordinates relative to the image and applied with ``transforms.v2.functional.resized_crop``.
 * ``"strong"``: ``"light"``, then ``TrivialAugmentWide`` (one random photometric or geometric
   operation of random strength per image; Müller & Hutter, 2021).
 
 Every random draw comes from torch's global generator (the trainer seeds it per epoch, and
 DataLoader workers seed it per worker), so a run is reproduced by its seed. When an image has
 several views (ensemble members with different input sizes), each view gets the *same* random
-parameters, so every member sees the same picture.
+parameters (the crop is drawn relative to the image size), so every member sees the same picture;
+only ``TrivialAugmentWide``'s translations are in pixels, as torchvision defines them.
 
 >>> import torch
 >>> from ensemblenet.data import resolve_augment
@@ -31,11 +33,13 @@ torch.Size([3, 32, 32])
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import torch
+from torchvision.transforms import v2
 
 from ..errors import ConfigError, UnknownNameError, unknown_name_message
 
@@ -54,17 +58,19 @@ def _flip(image: torch.Tensor) -> torch.Tensor:
 
 
 def _crop(image: torch.Tensor) -> torch.Tensor:
-    # torchvision's v2 transforms are imported on first use: `import ensemblenet` stays light.
-    from torchvision.transforms import v2
-
-    size = tuple(image.shape[-2:])
-    crop = v2.RandomResizedCrop(size, scale=(LIGHT_MIN_SCALE, 1.0), ratio=(3 / 4, 4 / 3), antialias=True)
-    return crop(image)  # type: ignore[no-any-return]
+    # Drawn relative to the image (area share, aspect ratio, offsets), so views of one image at
+    # different sizes get the same crop; RandomResizedCrop would draw pixel offsets per size.
+    area = float(torch.empty(()).uniform_(LIGHT_MIN_SCALE, 1.0))
+    ratio = math.exp(float(torch.empty(()).uniform_(math.log(3 / 4), math.log(4 / 3))))
+    offset_y, offset_x = torch.rand(2).tolist()
+    height, width = image.shape[-2:]
+    h = max(1, min(height, round(height * math.sqrt(area / ratio))))
+    w = max(1, min(width, round(width * math.sqrt(area * ratio))))
+    top, left = round(offset_y * (height - h)), round(offset_x * (width - w))
+    return v2.functional.resized_crop(image, top, left, h, w, [height, width], antialias=True)  # type: ignore[no-any-return]
 
 
 def _trivial(image: torch.Tensor) -> torch.Tensor:
-    from torchvision.transforms import v2
-
     return v2.TrivialAugmentWide()(image)  # type: ignore[no-any-return]
 
 

@@ -17,6 +17,9 @@ torchvision calls ``OxfordIIITPet(target_types="binary-category")``), about 755 
 added with :func:`register_dataset`. The cache folder is ``$ENSEMBLENET_DATA`` or
 ``~/.cache/ensemblenet/datasets`` (:func:`default_root`).
 
+:func:`synthetic_folder` writes coloured-noise stand-ins, for exercising code only (the example
+scripts use it with an explicit ``--synthetic``, never silently).
+
 This layer sits beside :mod:`ensemblenet.data` and imports nothing from it: it only puts files
 in folders.
 """
@@ -28,6 +31,7 @@ from ._fetch import (
     default_root,
     oxford_pets_binary,
     register_dataset,
+    synthetic_folder,
 )
 
 __all__ = [
@@ -37,4 +41,5 @@ __all__ = [
     "default_root",
     "oxford_pets_binary",
     "register_dataset",
+    "synthetic_folder",
 ]

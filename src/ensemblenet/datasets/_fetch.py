@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+import numpy as np
+from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import DataError, UnknownNameError, unknown_name_message
@@ -26,6 +28,7 @@ __all__ = [
     "default_root",
     "oxford_pets_binary",
     "register_dataset",
+    "synthetic_folder",
 ]
 
 logger = logging.getLogger("ensemblenet.datasets")
@@ -230,3 +233,20 @@ def _unpack(source: DatasetSource, archive: Path, folder: Path, progress: bool) 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     logger.info("unpacked %d images of %s into %s", count, source.name, folder)
+
+
+def synthetic_folder(root: str | os.PathLike[str], per_class: int = 60, *, seed: int = 0) -> Path:
+    """Write stand-in images when no real data exists: ``cats`` warm noise, ``dogs`` cool noise.
+
+    They only exercise the code (any model separates them by colour); nothing learnt from them means
+    anything. Returns ``root``, laid out one sub-folder per class.
+    """
+    folder = Path(root)
+    rng = np.random.default_rng(seed)
+    for cls, channel in (("cats", 0), ("dogs", 2)):
+        (folder / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 120, size=(200, 200, 3), dtype=np.uint8)
+            pixels[..., channel] = rng.integers(130, 256, size=(200, 200), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / cls / f"{cls[:-1]}.{i}.jpg")
+    return folder

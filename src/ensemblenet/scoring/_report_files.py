@@ -242,7 +242,9 @@ def _meta_lines(d: Mapping[str, Any]) -> list[str]:
     if isinstance(split, Mapping):
         lines.append("- split: " + " / ".join(f"{k} {v}" for k, v in split.items()))
     recipe = d.get("recipe")
-    if isinstance(recipe, Mapping):
+    if d.get("recipe_summary"):
+        lines.append(f"- {d['recipe_summary']}")
+    elif isinstance(recipe, Mapping):
         settings = ", ".join(f"{k} {v}" for k, v in recipe.items() if k not in ("name", "description"))
         lines.append(f"- recipe `{recipe.get('name')}`: {settings}")
     if d.get("seed") is not None:
