@@ -105,7 +105,9 @@ def _jobs(
                 f"ensemble member {i} is {member!r}; give a backbone name or a mapping of finetune() "
                 "arguments with a 'backbone' key, e.g. {'backbone': 'torchvision:resnet18', 'seed': 1}"
             )
-        kwargs = {**common, **member, "data": data}
+        # Member i seeds its head and shuffling with seed + i unless it names its own (the split
+        # uses the common seed, so every member sees the same images): as `train-ensemble` does.
+        kwargs = {**common, "seed": int(common.get("seed") or 0) + i, **member, "data": data}
         backbone = kwargs["backbone"]
         label = backbone if isinstance(backbone, str) else type(backbone).__name__
         name = base = file_stem(label) or "member"
@@ -153,7 +155,8 @@ def train_ensemble(
         resume: continue members from the resumable states they keep beside their models
             (``<name>.state.pt``), e.g. after an interrupted run; members without one start afresh.
         **common: :func:`~ensemblenet.finetune` arguments for every member (a member's own win),
-            e.g. ``epochs=2, weights=None, freeze="bn_only"``.
+            e.g. ``epochs=2, weights=None, freeze="bn_only"``. ``seed`` seeds the split; member *i*
+            seeds its head and shuffling with ``seed + i`` unless it gives its own.
 
     Returns:
         A :class:`~ensemblenet.api.TrainedEnsemble`: one :class:`MemberResult` per member, in the

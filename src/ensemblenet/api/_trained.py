@@ -162,13 +162,12 @@ class TrainedEnsemble(list[MemberResult]):
         """Plain data about the run for :meth:`EnsembleReport.save <ensemblenet.EnsembleReport.save>`:
         split sizes, recipe, members (training times, histories, starting weights), the choice of
         combination and the seed."""
-        chosen = self.choice is not None and self.choice.folds > 0  # "auto": chosen, not given
         return {
             "split": {name: len(part) for name, part in self.splits.parts.items()},
             "recipe": self.recipe.to_dict(),
             "recipe_summary": str(self.recipe),
             "members": [m.to_dict() for m in self],
-            "choice": self.choice.to_dict() if chosen and self.choice is not None else None,
+            "choice": None if self.choice is None else self.choice.to_dict(),
             "fitted": {} if self.choice is None else {k: repr(v) for k, v in self.choice.fitted.items()},
             "seed": self.splits.seed,
         }

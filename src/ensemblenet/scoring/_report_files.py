@@ -178,12 +178,13 @@ def report_markdown(d: Mapping[str, Any]) -> str:
     choice = d.get("choice")
     if choice and choice.get("out_of_fold_scores"):
         scores = ", ".join(f"`{k}` {v:.4f}" for k, v in choice["out_of_fold_scores"].items())
-        lines += [
-            "",
-            f"The combination `{choice['chosen']}` (first ensemble row) was chosen on the validation split "
-            f"by {choice['folds']}-fold cross-fitted {choice['metric']} ({scores}); the test split played "
-            "no part.",
-        ]
+        how = f"{choice['folds']}-fold cross-fitted {choice['metric']} on the validation split ({scores})"
+        chosen = f"The combination `{choice['chosen']}` (first ensemble row)"
+        if choice.get("chosen_by", "validation") == "validation":
+            text = f"{chosen} was chosen by {how}"
+        else:
+            text = f"{chosen} is the recipe's (for comparison: {how})"
+        lines += ["", text + "; the test split played no part."]
     lines += [
         "",
         f"Gain over the best member (`{r['best_member']}`), paired on the same {r['n']} images "
