@@ -4,8 +4,9 @@
 the tutorial reports about 94-95 % validation accuracy with ResNet18 fine-tuned end to end). As in
 the tutorial, the ``val`` folder is where the models are judged: here it is the report's **test**
 split, touched once. The validation split (best epoch, fitted combination) is cut from ``train``
-(``--val-fraction``, stratified, seeded). Unreadable files (the set ships an ``imageNotFound.gif``)
-are skipped and counted. ``--limit 60`` trains on a 60-image subset of the training images.
+(``--val-fraction``, default 22 % as everywhere in ensemblenet, stratified, seeded). Unreadable
+files (the set ships an ``imageNotFound.gif``) are skipped and counted. ``--limit 60`` trains on
+a 60-image subset of the training images.
 
 ::
 
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 from ensemblenet import get_recipe, list_recipes, train_ensemble
+from ensemblenet.api import VAL_FROM_TRAIN
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "hymenoptera"
@@ -40,7 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--recipe", choices=[*list_recipes(), *ALIASES], default="fast")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
     parser.add_argument("--batch-size", type=int, help="override the recipe's batch size")
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="share of train/ used for validation")
+    parser.add_argument(
+        "--val-fraction", type=float, default=VAL_FROM_TRAIN[1], help="share of train/ used for validation"
+    )
     parser.add_argument("--limit", type=int, help="train on a stratified subset of this many training images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
