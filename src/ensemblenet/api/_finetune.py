@@ -159,9 +159,10 @@ def finetune(
             training images (same bytes) are refused.
         recipe: a registered name (:func:`~ensemblenet.list_recipes`) or a :class:`Recipe`.
         weights: starting weights: ``"DEFAULT"``, another weights name, a local file, or None (random).
-        head, freeze, epochs, lr, batch_size, optimizer, schedule, warmup, weight_decay,
-            label_smoothing, grad_clip, augment, feature_cache, feature_views: override the
-            recipe's field of the same name (None keeps it).
+        head: like every recipe field given here (``freeze``, ``epochs``, ``lr``, ``batch_size``,
+            ``optimizer``, ``schedule``, ``warmup``, ``weight_decay``, ``label_smoothing``,
+            ``grad_clip``, ``augment``, ``feature_cache``, ``feature_views``): overrides the
+            recipe's field of the same name; None keeps it.
         split, seed: how a folder is cut, and the seed of the split, head, shuffling, augmentation.
         limit: train on a stratified subsample of this many training images (validation and test
             unchanged).
