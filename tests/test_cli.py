@@ -447,6 +447,7 @@ def test_report_on_a_saved_split_writes_a_folder_with_figures(
         "confusion_matrix.png",
         "reliability.png",
         "confident_errors.png",
+        "learning_curves.png",  # from the metrics.csv files training wrote beside the members
     } <= {p.name for p in out.iterdir()}
     saved = json.loads((out / "report.json").read_text())
     assert saved["report"]["n"] == 8 and saved["primary"].startswith("ensemble (")

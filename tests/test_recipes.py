@@ -6,10 +6,13 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
 from ensemblenet import (
+    Callback,
     ConfigError,
     DuplicateNameError,
+    EpochRecord,
     FreezeUnfreeze,
     Recipe,
     UnknownNameError,
@@ -133,8 +136,38 @@ def test_a_registered_recipe_is_selectable_by_name(tmp_path: Path) -> None:
             )
             ensemble = run.ensemble(progress=False)
         assert run.recipe is mine and [len(m.history) for m in run] == [1, 1]
-        assert run.choice is not None and run.choice.name == "mean" and run.choice.folds == 0
+        assert run.choice is not None and run.choice.name == "mean" and run.choice.chosen_by == "recipe"
         assert type(ensemble.strategy).__name__ == "MeanStrategy"
-        assert run.meta()["choice"] is None  # nothing was chosen: the recipe said "mean"
+        assert run.meta()["choice"]["chosen_by"] == "recipe"  # nothing chosen: the recipe said "mean"
+        assert set(run.meta()["choice"]["out_of_fold_scores"]) == {"mean", "weighted", "calibrated"}
     finally:
         RECIPES.unregister("tiny-test")
+
+
+class StopAfter(Callback):
+    """Ctrl-C after ``epochs`` epochs (what a user's interrupt does, at a known moment)."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_epoch_end(self, trainer: object, model: object, record: EpochRecord) -> None:
+        if record.epoch == self.epochs:
+            raise KeyboardInterrupt
+
+
+def test_the_fast_recipe_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    """Cached features, augmented views, cosine schedule: an interrupted run resumed from its state
+    file ends with the same weights as an uninterrupted one (the trainer seeds every epoch)."""
+    folder = write_class_folder(tmp_path / "images", per_class=12)
+    common = {"epochs": 4, "feature_views": 2, "progress": False}
+    with registered_tiny_source("recipe-tiny"):
+        straight = finetune("recipe-tiny:4", folder, out=tmp_path / "a.pt", **common)
+        state = tmp_path / "b.state.pt"
+        out = tmp_path / "b.pt"
+        with pytest.raises(KeyboardInterrupt):
+            finetune("recipe-tiny:4", folder, out=out, state_path=state, callbacks=[StopAfter(2)], **common)
+        resumed = finetune("recipe-tiny:4", folder, out=out, resume=state, **common)
+    for name in ("train_loss", "val_loss", "val_accuracy", "lr"):  # wall times differ, nothing else
+        assert resumed.history.column(name) == straight.history.column(name), name
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

@@ -44,12 +44,13 @@ def test_each_recipe_writes_a_complete_report(tmp_path: Path, example: Any, reci
     assert saved["recipe"]["name"] == named  # the 0.1 names are aliases
     rows = {r["name"]: r for r in saved["report"]["rows"]}
     assert set(rows) == {"8", "6", "ensemble (mean)", "ensemble (weighted)", "ensemble (calibrated)"}
-    if named == "reference":  # the notebook's recipe combines by the mean, nothing chosen
-        assert saved["choice"] is None and saved["primary"] == "ensemble (mean)"
+    choice = saved["choice"]
+    scores = choice["out_of_fold_scores"]
+    assert set(scores) == {"mean", "weighted", "calibrated"} and choice["folds"] == 5
+    if named == "reference":  # the notebook's recipe combines by the mean; the others are shown
+        assert choice["chosen_by"] == "recipe" and saved["primary"] == "ensemble (mean)"
     else:  # chosen on validation by cross-fitted log-loss, listed first
-        choice = saved["choice"]
-        scores = choice["out_of_fold_scores"]
-        assert set(scores) == {"mean", "weighted", "calibrated"} and choice["folds"] == 5
+        assert choice["chosen_by"] == "validation"
         assert scores[choice["chosen"]] == pytest.approx(min(scores.values()), rel=1e-9)
         assert saved["primary"] == f"ensemble ({choice['chosen']})"
     assert saved["report"]["rows"][2]["name"] == saved["primary"]  # after the two members

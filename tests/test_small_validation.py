@@ -8,6 +8,7 @@ against the other member's 0.917, and so did the "ensemble".
 from __future__ import annotations
 
 import logging
+import math
 
 import pytest
 import torch
@@ -103,3 +104,32 @@ def test_prior_rows_is_validated_and_saved() -> None:
     restored = WeightedStrategy()
     restored.load_state_dict(strategy.state_dict())
     assert restored.prior_rows == 10 and torch.equal(restored.weights, strategy.weights)  # type: ignore[arg-type]
+
+
+def test_temperatures_are_shrunk_toward_one_on_few_images() -> None:
+    """The issue's other case: on 24 validation images, a timid member got a temperature far below 1
+    (0.21 there). Fitted on n images, log T keeps n / (n + 50) of the fit."""
+    from ensemblenet.strategies import CalibratedStrategy, fit_temperature
+
+    labels = torch.tensor([0, 1] * 12)
+    true = torch.full((24,), 0.6, dtype=torch.float64)
+    true[5] = 0.45  # one mistake, so a temperature is fitted at all
+    timid = probs(true, labels)
+    raw = fit_temperature(timid, labels)
+    shrunk = fit_temperature(timid, labels, prior_rows=50)
+    assert raw < 0.3
+    assert shrunk == pytest.approx(math.exp(24 / 74 * math.log(raw)), rel=1e-9)
+    assert (
+        log_loss(timid, labels)
+        >= log_loss(apply(timid, shrunk), labels)
+        >= log_loss(apply(timid, raw), labels)
+    )
+    strategy = CalibratedStrategy("mean")
+    strategy.fit(torch.stack([timid, timid]), labels)
+    assert strategy.member_temperatures == pytest.approx([shrunk, shrunk], rel=1e-6)
+
+
+def apply(p: torch.Tensor, t: float) -> torch.Tensor:
+    from ensemblenet.strategies import apply_temperature
+
+    return apply_temperature(p, t)

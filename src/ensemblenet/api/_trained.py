@@ -153,7 +153,8 @@ class TrainedEnsemble(list[MemberResult]):
                     "these members have no test split: pass data= (a labelled folder or Samples)"
                 )
             data = self.splits["test"]
-        strategies = dict(self.choice.fitted) if self.choice is not None else {}
+        fitted = self.choice.fitted if self.choice is not None else {}
+        strategies = {f"ensemble ({name})": strategy for name, strategy in fitted.items()}
         return ensemble.report(
             data, strategies=strategies, histories=self.histories, names=self.names, **kwargs
         )

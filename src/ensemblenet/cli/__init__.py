@@ -6,8 +6,8 @@ prints one machine-readable JSON document on stdout; ``-q`` keeps stderr to erro
 still print); ``-v`` adds progress logging and tracebacks on errors (``-vv``: debug logging).
 
 >>> from ensemblenet.cli import build_parser
->>> build_parser().parse_args(["train", "data/", "--backbone", "torchvision:resnet18"]).epochs
-2
+>>> build_parser().parse_args(["train", "data/", "--backbone", "torchvision:resnet18"]).recipe
+'fast'
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def _configure_logging(verbose: int, quiet: bool, stream: IO[str]) -> logging.Ha
     )
     root = logging.getLogger("ensemblenet")
     root.addHandler(handler)
+    handler.previous_level = root.level  # type: ignore[attr-defined]  # restored when the command ends
     root.setLevel(level)
     return handler
 
@@ -89,6 +90,7 @@ def main(
         return EXIT_ERROR
     finally:
         logging.getLogger("ensemblenet").removeHandler(handler)
+        logging.getLogger("ensemblenet").setLevel(handler.previous_level)  # type: ignore[attr-defined]
         stderr.flush()
         with contextlib.suppress(BrokenPipeError):  # e.g. '| head' closed the pipe early
             stdout.flush()

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..api import file_stem, run_files
+from ..ensemble import Ensemble
 from ..errors import ConfigError
 from ..strategies import fittable_strategy, strategy_name
+from ..training import History, read_metrics_csv
 from ._console import EXIT_OK, Console
 from ._loading import _device, _held_out_data, _load_ensemble
 
@@ -63,11 +66,25 @@ def _cmd_ensemble(args: argparse.Namespace, con: Console) -> int:
     return EXIT_OK
 
 
+def _histories(model_paths: list[str], ensemble: Ensemble) -> dict[str, History]:
+    """Training histories from the ``metrics.csv`` files training wrote beside the models (an
+    ensemble file: in its folder, named after each member's backbone), by member name."""
+    if len(model_paths) == len(ensemble.members):
+        candidates = [run_files(p)["metrics"] for p in model_paths]
+    else:
+        folder = Path(model_paths[0]).parent
+        candidates = [folder / f"{file_stem(m.config.backbone)}.metrics.csv" for m in ensemble.members]
+    if not all(c.is_file() for c in candidates):
+        return {}
+    return {name: read_metrics_csv(c) for name, c in zip(ensemble.member_names, candidates, strict=True)}
+
+
 def _cmd_report(args: argparse.Namespace, con: Console) -> int:
     data = _held_out_data(args, "report")
     ensemble = _load_ensemble(args.model, args.strategy, args.weights, args.tta)
     report = ensemble.report(
         data,
+        histories=_histories(list(map(str, args.model)), ensemble),
         n_resamples=args.n_resamples,
         seed=args.seed,
         batch_size=args.batch_size,

@@ -115,7 +115,10 @@ def _training_options(parser: argparse.ArgumentParser) -> None:
     recipe.add_argument("--label-smoothing", type=float)
     recipe.add_argument("--grad-clip", type=float, help="maximum gradient norm")
     recipe.add_argument(
-        "--augment", help="none, flip, light (flip + random resized crop), strong (+ TrivialAugment)"
+        "--augment",
+        nargs="?",
+        const="flip",
+        help="none, flip (also --augment alone), light (flip + random resized crop), strong (+ TrivialAug)",
     )
     cache = recipe.add_mutually_exclusive_group()
     cache.add_argument(

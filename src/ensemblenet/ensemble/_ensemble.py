@@ -289,8 +289,7 @@ class Ensemble:
         Returns an :class:`~ensemblenet.EnsembleReport`; ``report.save(folder)`` writes
         ``report.md``, ``report.json`` and the figures. The first ensemble row uses
         :attr:`strategy`; ``strategies`` adds rows for other (already fitted) strategies on the same
-        member probabilities, computed once (a name ``"weighted"`` becomes the row
-        ``"ensemble (weighted)"``; the current strategy's name is not repeated). ``histories``
+        member probabilities, computed once (a row already there is not repeated). ``histories``
         (training histories by member name) add learning curves to the saved figures; ``names``
         replaces :attr:`member_names` in the report (e.g. ``["mobilenet_v2", "lite0"]``). Keyword
         arguments as in :meth:`member_probas`.
@@ -299,11 +298,9 @@ class Ensemble:
         inputs = to_inputs(data, self.classes)
         probs, labels, valid, rejected = labelled_probas(self.members, self.tta, inputs, "report", **kwargs)
         probs, labels = probs[:, valid].double(), labels[valid]
-        primary = f"ensemble ({strategy_name(self.strategy)})"
-        combos: dict[str, Strategy] = {primary: self.strategy}
+        combos: dict[str, Strategy] = {f"ensemble ({strategy_name(self.strategy)})": self.strategy}
         for name, strategy in (strategies or {}).items():
-            label = name if name.startswith("ensemble") else f"ensemble ({name})"
-            combos.setdefault(label, strategy)
+            combos.setdefault(name, strategy)
         items = inputs.items()
         kept = None if items is None else [item for item, ok in zip(items, valid.tolist(), strict=True) if ok]
         return build_report(

@@ -17,10 +17,10 @@ stay available (``indices``, ``probs``) for code that computes with them.
 >>> preds[1]
 Prediction(label='dogs', confidence=0.7, probabilities={'cats': 0.3, 'dogs': 0.7}, source='b.jpg')
 >>> print(preds)
-source      prediction  confidence
-a.jpg       cats            0.9000
-b.jpg       dogs            0.7000
-broken.jpg  (unreadable)         -
+source      prediction    confidence
+a.jpg       cats              0.9000
+b.jpg       dogs              0.7000
+broken.jpg  (unreadable)           -
 """
 
 from __future__ import annotations
@@ -145,12 +145,14 @@ class Predictions(Sequence[Prediction]):
 
     def __str__(self) -> str:
         names = [s or f"#{i}" for i, s in enumerate(self.sources or [""] * len(self))][:_SHOWN]
+        shown = [self[i] for i in range(len(names))]
+        labels = [p.label if p.label is not None else "(unreadable)" for p in shown]
         width = max([len("source"), *(len(n) for n in names)])
-        lines = [f"{'source':<{width}}  {'prediction':<10}  {'confidence':>10}"]
-        for name, p in zip(names, self, strict=False):
-            label = p.label if p.label is not None else "(unreadable)"
+        lw = max([len("prediction"), *(len(label) for label in labels)])
+        lines = [f"{'source':<{width}}  {'prediction':<{lw}}  {'confidence':>10}"]
+        for name, label, p in zip(names, labels, shown, strict=True):
             conf = "-" if p.label is None else f"{p.confidence:.4f}"
-            lines.append(f"{name:<{width}}  {label:<10}  {conf:>10}")
+            lines.append(f"{name:<{width}}  {label:<{lw}}  {conf:>10}")
         if len(self) > _SHOWN:
             lines.append(f"... {len(self) - _SHOWN} more")
         return "\n".join(lines)

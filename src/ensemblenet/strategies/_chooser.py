@@ -108,7 +108,8 @@ class StrategyChoice:
             raise ConfigError(f"combination {name!r} is not among the candidates {list(named)}")
         if callable(getattr(_fresh(named[name]), "fit", None)):
             warn_small_validation(probs.shape[1], "fitting the combination")
-        scores, fitted, k = _cross_fit(named, probs, labels, "log_loss", 5, 0)
+        raw, fitted, k = _cross_fit(named, probs, labels, "log_loss", 5, 0)
+        scores = {label: s[0] for label, s in raw.items()}
         return cls(name, fitted[name], scores, "log_loss", k, probs.shape[1], fitted, chosen_by="recipe")
 
     def to_dict(self) -> dict[str, Any]:

@@ -105,6 +105,9 @@ class WeightedStrategy:
         self.prior_rows = float(state.get("prior_rows", 0.0))  # files from 0.1 fitted without shrinking
         weights = state.get("weights")
         self._weights = None if weights is None else normalize_weights(weights)
+        if weights is not None and abs(sum(float(w) for w in weights) - 1.0) < 1e-9:
+            # Already normalized when saved: keep the exact values (renormalizing can move the last bit).
+            self._weights = torch.tensor([float(w) for w in weights], dtype=torch.float64)
         self.needs_fit = weights is None
 
     def __repr__(self) -> str:
