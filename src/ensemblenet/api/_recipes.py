@@ -18,8 +18,8 @@ name (``recipe="fast"``) or as an object; any field can be overridden in the sam
 The built-in recipes (measured on three data sets in the docs' recipes page):
 
 * ``"fast"`` (the default): the backbone frozen in eval mode (``head_only``), its features computed
-  once (the frozen-feature cache, with augmented views of each image), a fresh ``mlp`` head
-  trained for 10 epochs with a cosine schedule; the combination chosen on validation.
+  once (the frozen-feature cache), a fresh ``mlp`` head trained for 10 epochs with a cosine
+  schedule; the combination chosen on validation (0.1's example called it ``best``).
 * ``"reference"``: the reference notebook unchanged: ``bn_only``, 2 epochs, Adam 1e-3 constant,
   batch 32, no augmentation, members combined by the mean.
 * ``"full"``: fastai's ``fine_tune``: one epoch of the head alone, then the whole network with the
@@ -209,15 +209,16 @@ register_recipe(
         lr=1e-3,
         batch_size=64,
         schedule="cosine",
-        augment="light",
+        augment="none",
         feature_cache=True,
-        feature_views=4,
         combine="auto",
         description=(
             "The default. The backbone stays frozen in eval mode, so its features are a pure function of the "
-            "image and are computed once (with 4 randomly cropped and flipped views of each training image); "
-            "the head then trains for 10 epochs at almost no cost. Robust on small data sets, and on a CPU "
-            "several times faster than the reference recipe."
+            "image and are computed once; the head then trains for 10 epochs at almost no cost. On the three "
+            "data sets measured it matched or beat the reference recipe, several times faster on a CPU. "
+            "Augmentation is off: on validation it made no measurable difference, and each augmented view "
+            "costs one more pass of the backbone over the training images (augment='light', "
+            "feature_views=4 turns it on)."
         ),
     )
 )
