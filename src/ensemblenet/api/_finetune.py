@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import re
 import sys
@@ -234,13 +235,14 @@ def finetune(
             f"{cfg.label + ': ' if cfg.label else ''}{chosen}; split {splits.describe()}",
             file=stream or sys.stdout,
         )
+    fit_started = time.perf_counter()
     if use_cache:
         history = fit_with_feature_cache(
             trainer, model, splits["train"], splits["val"], views=chosen.feature_views, resume=resume
         )
     else:
         history = trainer.fit(model, splits["train"], splits["val"], resume=resume)
-    train_seconds = time.perf_counter() - started
+    fit_seconds = time.perf_counter() - fit_started
     # e.g. every validation loss was NaN: still save what we have (one writer under torchrun)
     if saver.best_epoch is None and is_main_process():
         save_model(model, path, metrics=history.records[-1].to_dict() if history.records else {})
@@ -252,7 +254,7 @@ def finetune(
             print(
                 f"{'[' + cfg.label + '] ' if cfg.label else ''}{line}", file=stream or sys.stdout, flush=True
             )
-    epoch_seconds = sum(r.seconds for r in history.records if r.seconds == r.seconds)
+    epoch_seconds = sum(r.seconds for r in history.records if not math.isnan(r.seconds))
     return FinetuneResult(
         model=model.eval(),
         history=history,
@@ -262,7 +264,7 @@ def finetune(
         best_epoch=saver.best_epoch,
         recipe=chosen,
         seconds=time.perf_counter() - started,
-        feature_seconds=max(0.0, train_seconds - epoch_seconds) if use_cache else 0.0,
+        feature_seconds=max(0.0, fit_seconds - epoch_seconds) if use_cache else 0.0,  # the one-off pass
         files=files,
         skipped_files=splits.skipped,
     )
