@@ -75,6 +75,7 @@ def test_overrides_field_by_field() -> None:
         ({"augment": "randaugment"}, "unknown augmentation: 'randaugment'"),
         ({"epochs": 0}, "TrainConfig.epochs=0"),
         ({"feature_views": -1}, "feature_views=-1"),
+        ({"augment": "light", "feature_views": 0}, "would train on unaugmented features only"),
         ({"freeze": "bn_olny"}, "Did you mean 'bn_only'"),
     ],
 )
@@ -171,3 +172,10 @@ def test_the_fast_recipe_resumes_to_the_same_weights(tmp_path: Path) -> None:
         assert resumed.history.column(name) == straight.history.column(name), name
     for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_augmenting_the_fast_recipe_caches_augmented_views() -> None:
+    """Overriding only ``augment`` on the cached recipe must not be a silent no-op: views are cached."""
+    strong = get_recipe("fast").replace(augment="strong")
+    assert strong.feature_cache and strong.feature_views >= 1
+    assert "(4 augmented views)" in str(strong) and "augmented views" not in str(get_recipe("fast"))

@@ -9,7 +9,7 @@ field, and registrable (:func:`register_recipe`).
 """
 
 from ._finetune import FinetuneResult, default_model_path, file_stem, finetune, run_files
-from ._members import train_ensemble
+from ._members import member_paths, train_ensemble
 from ._recipes import (
     COMBINE_CHOICES,
     DEFAULT_RECIPE,
@@ -37,6 +37,7 @@ __all__ = [
     "finetune",
     "get_recipe",
     "list_recipes",
+    "member_paths",
     "register_recipe",
     "resolve_splits",
     "run_files",

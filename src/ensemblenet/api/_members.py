@@ -40,7 +40,7 @@ from ._recipes import Recipe, get_recipe
 from ._splits import resolve_splits
 from ._trained import MemberResult, TrainedEnsemble
 
-__all__ = ["MemberResult", "train_ensemble"]
+__all__ = ["MemberResult", "member_paths", "train_ensemble"]
 
 log = logging.getLogger("ensemblenet.api")
 
@@ -86,6 +86,22 @@ def _run(job: _Job) -> MemberResult:
     )
 
 
+def _unique_name(backbone: str, used: set[str]) -> str:
+    name = base = file_stem(backbone) or "member"
+    suffix = 2
+    while name in used:
+        name, suffix = f"{base}-{suffix}", suffix + 1
+    used.add(name)
+    return name
+
+
+def member_paths(backbones: Sequence[str], out_dir: str | os.PathLike[str] = "runs") -> list[Path]:
+    """Where :func:`train_ensemble` saves members with these backbones (``out_dir/<backbone>.pt``,
+    ``-2``, ``-3``... added for repeats), e.g. to check them before training."""
+    used: set[str] = set()
+    return [Path(out_dir) / f"{_unique_name(b, used)}.pt" for b in backbones]
+
+
 def _jobs(
     members: Sequence[str | Mapping[str, Any]],
     data: Any,
@@ -109,12 +125,7 @@ def _jobs(
         # uses the common seed, so every member sees the same images): as `train-ensemble` does.
         kwargs = {**common, "seed": int(common.get("seed") or 0) + i, **member, "data": data}
         backbone = kwargs["backbone"]
-        label = backbone if isinstance(backbone, str) else type(backbone).__name__
-        name = base = file_stem(label) or "member"
-        suffix = 2
-        while name in used:
-            name, suffix = f"{base}-{suffix}", suffix + 1
-        used.add(name)
+        name = _unique_name(backbone if isinstance(backbone, str) else type(backbone).__name__, used)
         kwargs.setdefault("out", out_dir / f"{name}.pt")
         kwargs.setdefault("name", name)  # progress bars and epoch lines say which member trains
         out = Path(kwargs["out"])

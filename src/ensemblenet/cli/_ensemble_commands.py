@@ -20,7 +20,7 @@ def _cmd_ensemble(args: argparse.Namespace, con: Console) -> int:
         raise ConfigError(
             f"'ensemble' fits on validation images: use --split val RUN_DIR, not {args.split[0]!r}"
         )
-    ensemble = _load_ensemble(args.models, args.strategy, args.weights, args.tta)
+    ensemble = _load_ensemble(args.models, args.strategy, args.weights, args.tta, trust_code=args.trust_code)
     progress = not con.quiet
     fitted: list[float] | None = None
     choice = None
@@ -81,7 +81,7 @@ def _histories(model_paths: list[str], ensemble: Ensemble) -> dict[str, History]
 
 def _cmd_report(args: argparse.Namespace, con: Console) -> int:
     data = _held_out_data(args, "report")
-    ensemble = _load_ensemble(args.model, args.strategy, args.weights, args.tta)
+    ensemble = _load_ensemble(args.model, args.strategy, args.weights, args.tta, trust_code=args.trust_code)
     report = ensemble.report(
         data,
         histories=_histories(list(map(str, args.model)), ensemble),
@@ -108,7 +108,7 @@ def _cmd_report(args: argparse.Namespace, con: Console) -> int:
 
 
 def _cmd_export(args: argparse.Namespace, con: Console) -> int:
-    ensemble = _load_ensemble(args.model, args.strategy, args.weights, args.tta)
+    ensemble = _load_ensemble(args.model, args.strategy, args.weights, args.tta, trust_code=args.trust_code)
     path = ensemble.export_onnx(args.out, input_size=args.input_size, input_dtype=args.input_dtype)
     con.say(
         f"exported {len(ensemble.members)} member(s) and the {args.strategy or 'saved'} strategy to {path}"

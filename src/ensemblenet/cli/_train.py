@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..api import default_model_path, finetune, get_recipe, train_ensemble
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, TrainingError
 from ..models import load_checkpoint
 from ._console import EXIT_OK, CommandInterrupted, Console
 
@@ -69,8 +69,13 @@ def _cmd_train(args: argparse.Namespace, con: Console) -> int:
         con.note(f"skipped {len(skipped_files)} unreadable file(s) at scan time: {shown}")
     if during:
         con.note(f"skipped {during} image(s) that failed to decode during training (see the warnings)")
+    if not out.is_file():  # say "saved" only about a file that is there
+        raise TrainingError(f"training ended but no model file was written to {out}; see the warnings above")
+    which = (
+        f"the best model (epoch {result.best_epoch})" if result.best_epoch else "the model of the last epoch"
+    )
     test = f"; test accuracy {result.test.accuracy:.4f} on {result.test.n} images" if result.test else ""
-    con.say(f"saved the best model (epoch {result.best_epoch}) to {out}{test}; resumable state in {state}")
+    con.say(f"saved {which} to {out}{test}; resumable state in {state}")
     con.note(f"split: {result.files['split']}; per-epoch metrics: {result.files['metrics']}")
     con.result(
         {

@@ -201,12 +201,19 @@ class OnnxPredictor:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         ort = _require("onnxruntime")
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own error classes: one line naming the file instead
+            raise ConfigError(
+                f"{self.path} cannot be opened as an ONNX model ({str(exc).strip().splitlines()[0]}); "
+                "pass a file written by `ensemblenet export` or Ensemble.export_onnx"
+            ) from exc
         meta = dict(self.session.get_modelmeta().custom_metadata_map)
         if "ensemblenet.classes" not in meta or "ensemblenet.input" not in meta:
             raise ConfigError(
-                f"{self.path} has no ensemblenet metadata (classes, input spec): export it with "
-                "ensemblenet export or Ensemble.export_onnx"
+                f"{self.path} is an ONNX model (an export from another tool) without ensemblenet's metadata "
+                "(classes, input spec), so its classes are unknown: export it with `ensemblenet export` or "
+                "Ensemble.export_onnx, or run it with onnxruntime yourself"
             )
         self.classes: tuple[str, ...] = tuple(json.loads(meta["ensemblenet.classes"]))
         spec = json.loads(meta["ensemblenet.input"])

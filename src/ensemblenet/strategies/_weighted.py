@@ -104,10 +104,7 @@ class WeightedStrategy:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.prior_rows = float(state.get("prior_rows", 0.0))  # files from 0.1 fitted without shrinking
         weights = state.get("weights")
-        self._weights = None if weights is None else normalize_weights(weights)
-        if weights is not None and abs(sum(float(w) for w in weights) - 1.0) < 1e-9:
-            # Already normalized when saved: keep the exact values (renormalizing can move the last bit).
-            self._weights = torch.tensor([float(w) for w in weights], dtype=torch.float64)
+        self._weights = None if weights is None else restored_weights(weights)
         self.needs_fit = weights is None
 
     def __repr__(self) -> str:
@@ -128,6 +125,17 @@ def normalize_weights(weights: Sequence[float]) -> torch.Tensor:
             "they are normalized to sum to 1, so e.g. [2, 1] means 2/3 and 1/3."
         )
     return values / values.sum()
+
+
+def restored_weights(saved: Sequence[float]) -> torch.Tensor:
+    """Weights read back from a file: bit for bit as saved when they already sum to 1.
+
+    Normalizing again would move the last bit on CPUs whose summation order differs (AVX2 against
+    the default kernels): a reloaded ensemble must predict exactly what the saved one did.
+    """
+    normalized = normalize_weights(saved)  # also checks them
+    exact = torch.tensor([float(w) for w in saved], dtype=torch.float64)
+    return exact if torch.allclose(exact, normalized, rtol=0.0, atol=1e-12) else normalized
 
 
 def weighted_mean(probs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -189,8 +189,9 @@ def _run_prefix(
 
 
 class _FeatureDataset(Dataset[tuple[torch.Tensor, int]]):
-    def __init__(self, cache: FeatureCache, augment: bool) -> None:
+    def __init__(self, cache: FeatureCache, augment: bool, samples: Samples | None = None) -> None:
         self.cache, self.views = cache, cache.features.shape[0] if augment else 1
+        self.samples = samples  # the images behind the features: a resumed run checks they are the same
 
     def __len__(self) -> int:
         return len(self.cache)
@@ -266,7 +267,7 @@ def fit_with_feature_cache(
     )
     generator = torch.Generator().manual_seed(cfg.seed)  # re-seeded per epoch by the trainer
     train_loader = DataLoader(
-        _FeatureDataset(train_cache, augmentation is not None),
+        _FeatureDataset(train_cache, augmentation is not None, train if isinstance(train, Samples) else None),
         batch_size=cfg.batch_size,
         shuffle=True,
         generator=generator,
@@ -279,7 +280,8 @@ def fit_with_feature_cache(
             else compute_features(model, val, stages, dtype=dtype, cache_dir=cfg.cache_dir, device=device)
         )
         val_loader = DataLoader(
-            _FeatureDataset(val_cache, False), batch_size=cfg.eval_batch_size or 2 * cfg.batch_size
+            _FeatureDataset(val_cache, False, val if isinstance(val, Samples) else None),
+            batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
         )
     with _forward_from_features(model, rest):
         history: History = trainer.fit(model, train_loader, val_loader, resume=resume)
