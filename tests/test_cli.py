@@ -10,11 +10,13 @@ import io
 import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from ensemblenet import Ensemble
 from ensemblenet.cli import build_parser, main
 from ensemblenet.data import load_split
 from ensemblenet.models import create_model, load_checkpoint, save_model
@@ -479,3 +481,18 @@ def test_evaluate_refuses_the_training_images_and_accepts_the_held_out_split(
 def test_unknown_recipe_is_one_line_with_the_valid_names(folder: Path) -> None:
     code, _, err = run("train", folder, "--backbone", BACKBONE, "--recipe", "fsat", "-q")
     assert_one_line_error(code, err, "unknown recipe: 'fsat'", "Did you mean 'fast'?", "full", "reference")
+
+
+def test_train_ensemble_refuses_to_replace_a_run_unless_told_and_takes_a_combination(
+    tmp_path: Path, trained_run: tuple[Path, Path, str]
+) -> None:
+    run_dir, train, _ = trained_run
+    again = shutil.copytree(run_dir, tmp_path / "run")
+    argv = ["train-ensemble", train, "--backbone", BACKBONE, "--weights", "none", "--size", "32",
+            "--epochs", "1", "--head", "linear", "--out-dir", again, "-q", "--json"]  # fmt: skip
+    code, _, err = run(*argv)
+    assert_one_line_error(code, err, "already exists", "--overwrite")
+    code, out, err = run(*argv, "--overwrite", "--combine", "mean")
+    assert code == 0, err
+    assert json.loads(out)["choice"]["chosen"] == "mean"
+    assert Ensemble.load(again / "ensemble.pt").strategy.__class__.__name__ == "MeanStrategy"

@@ -6,7 +6,7 @@ import argparse
 from typing import NoReturn
 
 from .._version import __version__
-from ..api import DEFAULT_RECIPE, list_recipes
+from ..api import COMBINE_CHOICES, DEFAULT_RECIPE, list_recipes
 from ._console import EXIT_USAGE, _floats, _positive_int, _weights_arg
 from ._ensemble_commands import _cmd_ensemble, _cmd_export, _cmd_report
 from ._guards import add_overwrite_option
@@ -234,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="e.g. cuda:0,cuda:1: member i on device i",
     )
     tens.add_argument("--out-dir", default="runs", help="where <backbone>.pt files go (default runs)")
+    tens.add_argument(
+        "--combine",
+        choices=COMBINE_CHOICES,
+        help="how the saved ensemble combines its members (default: the recipe's; fast: auto, chosen on val)",
+    )
     _run_options(tens, None)
     add_overwrite_option(tens)
     tens.set_defaults(func=_cmd_train_ensemble)

@@ -126,7 +126,7 @@ def _cmd_train_ensemble(args: argparse.Namespace, con: Console) -> int:
         resume=args.resume,
         **common,
     )
-    ensemble = run.ensemble(progress=not con.quiet)
+    ensemble = run.ensemble(args.combine, progress=not con.quiet)
     path = ensemble.save(out_dir / "ensemble.pt")
     for r in run:
         test = f"; test accuracy {r.test.accuracy:.4f}" if r.test is not None else ""
