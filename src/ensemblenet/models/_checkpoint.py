@@ -180,8 +180,8 @@ def _check_buildable(config: ModelConfig, where: str, prefix: str) -> None:
         made_from = config.extra.get("module_class")
         if isinstance(made_from, str):  # trained from an nn.Module object: say which factory to register
             raise CheckpointError(
-                f"{where}: its backbone was a {made_from} object, saved as {config.backbone!r}; to load it, "
-                f"register a source that builds one: register_source({source!r}, lambda name, weights: "
+                f"{where}: its backbone was a {made_from} object, saved as {config.backbone!r}; to load the "
+                f"file, register a source that builds it: register_source({source!r}, lambda name, weights: "
                 f"Backbone(<a new {made_from.rpartition('.')[2]}>, {config.num_features}, spec))"
             )
         raise CheckpointError(
