@@ -82,10 +82,11 @@ def backbone_stages(backbone: nn.Module) -> tuple[list[nn.Module], list[nn.Modul
 
 
 def split_backbone(backbone: nn.Module, stages: int | None) -> tuple[nn.Module, nn.Module]:
-    """``(prefix, rest)`` with ``rest(prefix(x)) == backbone(x)``; ``stages=None``: all in the prefix."""
-    blocks, tail = backbone_stages(backbone)
+    """``(prefix, rest)`` with ``rest(prefix(x)) == backbone(x)``; ``stages=None``: all in the prefix
+    (any backbone: the whole module is the prefix, so no stage table is needed)."""
     if stages is None:
-        return _Steps(blocks + tail), _Steps([])
+        return backbone, _Steps([])
+    blocks, tail = backbone_stages(backbone)
     if isinstance(stages, bool) or not isinstance(stages, int) or not 0 <= stages <= len(blocks):
         raise ConfigError(
             f"stages={stages!r}: {type(backbone).__name__} has {len(blocks)} stages, so stages must be "
