@@ -95,7 +95,7 @@ def tables(d: dict[str, Any]) -> str:
         f"``{d['fitted'].get('calibrated', '')}``."
     )
     choice = d.get("choice")
-    if choice:
+    if choice and choice.get("chosen_by", "validation") == "validation":
         scores = ", ".join(f"``{k}`` {v:.4f}" for k, v in choice["out_of_fold_scores"].items())
         text += (
             f" The combination was chosen on the validation split by {choice['folds']}-fold cross-fitted "

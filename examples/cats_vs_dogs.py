@@ -1,48 +1,39 @@
-"""Dogs vs Cats: fine-tune two pretrained backbones, combine them, and write a report with figures.
+"""Dogs vs Cats: fine-tune two pretrained backbones, combine them, write a report with figures.
 
-The reference notebook, as ensemblenet code. With no arguments this is a SMALL DEMO (600 images
-of ``../shared/data/dogs-vs-cats-200px``, a few minutes on 2 CPU cores); point it at the full
-Kaggle training folder (flat ``cat.123.jpg`` / ``dog.45.jpg`` files, or one folder per class) for
-the real benchmark::
+The reference notebook as ensemblenet calls. With no arguments this is a SMALL DEMO (600 images of
+``../shared/data/dogs-vs-cats-200px``, a few minutes on 2 CPU cores); point it at a whole folder
+(flat ``cat.123.jpg`` files, or one folder per class) for the real benchmark::
 
-    python examples/cats_vs_dogs.py                                                # demo, seed recipe
-    python examples/cats_vs_dogs.py --data ~/kaggle/train --limit 0 --recipe best  # full benchmark
+    python examples/cats_vs_dogs.py                                                 # demo, fast recipe
+    python examples/cats_vs_dogs.py --data ~/kaggle/train --limit 0 --recipe reference   # the notebook's
+    python examples/cats_vs_dogs.py --download        # no local data: fetch Oxford-IIIT Pet cats vs dogs
+    python examples/cats_vs_dogs.py --synthetic       # coloured noise: exercises the code, nothing more
 
-Recipes: ``seed`` is the notebook's (bn_only, Linear(512) -> Linear(2) head, Adam 1e-3, 2 epochs,
-batch 32, 224 px squash resize, mean of probabilities); ``best`` is ensemblenet's recommendation
-on a CPU (head_only with the frozen-feature cache, 10 epochs, cosine schedule, batch 64). See
-``examples/_reference.py`` and the benchmarks page of the docs for what each changes and why.
+Recipes (``ensemblenet.list_recipes()``; the docs' recipes page says what each does and measured):
+``fast`` (the default), ``reference`` (the notebook's), ``full``; ``seed`` and ``best``, this
+script's 0.1 names for ``reference`` and ``fast``, still work. Members are offline ImageNet
+backbones, each ``NAME`` or ``NAME=WEIGHTS`` (a weights name or a local file), e.g. the notebook's
+pair: ``--members torchvision:resnet18=r18.pth,torchvision:resnet34=r34.pth``.
 
-Members default to the offline ImageNet weights (MobileNetV2 + EfficientNet-Lite0); EfficientNet-Lite1
-(240 px) and Lite2 (260 px) are in the offline catalog too, and each member sees images at its own size::
-
-    python examples/cats_vs_dogs.py \
-        --members torchvision:mobilenet_v2,timm:tf_efficientnet_lite0,timm:tf_efficientnet_lite2
-
-The notebook's ResNet18 + ResNet34 pair needs weight files you supply::
-
-    python examples/cats_vs_dogs.py --members torchvision:resnet18=r18.pth,torchvision:resnet34=r34.pth
-
-Writes ``report.md``, ``report.json``, PNG figures and the member checkpoints to ``--out``
-(default ``runs/cats_vs_dogs-RECIPE``). ``benchmarks/gpu_reference.sh`` runs everything on a GPU.
+Writes the member models, ``split.json``, ``report.md``, ``report.json`` and PNG figures to
+``--out`` (default ``runs/cats_vs_dogs-RECIPE``). ``benchmarks/gpu_reference.sh`` runs it on a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import sys
+import time
 from pathlib import Path
 
-import numpy as np
-from _reference import RECIPES, run_from_args
-from PIL import Image
-
-from ensemblenet import Samples, scan_folder, split_samples
+from ensemblenet import DataError, get_recipe, list_recipes, scan_folder, split_samples, train_ensemble
+from ensemblenet.datasets import dataset_folder, synthetic_folder
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "dogs-vs-cats-200px"
 DEFAULT_MEMBERS = "torchvision:mobilenet_v2,timm:tf_efficientnet_lite0"
 DEMO_LIMIT = 600
+ALIASES = {"seed": "reference", "best": "fast"}  # the 0.1 recipe names, kept for one release
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,21 +44,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--data", type=Path, help=f"image folder (default: the demo subset of {DEFAULT_DATA})"
     )
     parser.add_argument(
-        "--limit",
-        type=int,
-        help=f"stratified subset size (0 = all; default {DEMO_LIMIT} without --data, 0 with it)",
+        "--limit", type=int, help=f"stratified subset (0 = all; default {DEMO_LIMIT} for the demo)"
     )
-    parser.add_argument(
-        "--members",
-        default=DEFAULT_MEMBERS,
-        help="comma-separated backbones, each optionally NAME=WEIGHTS (a weights name or a local file)",
-    )
-    parser.add_argument(
-        "--recipe",
-        choices=sorted(RECIPES),
-        default="seed",
-        help="seed: the reference notebook's recipe; best: ensemblenet's recommended recipe (see above)",
-    )
+    parser.add_argument("--members", default=DEFAULT_MEMBERS, help="comma-separated NAME[=WEIGHTS]")
+    parser.add_argument("--recipe", choices=[*list_recipes(), *ALIASES], default="fast")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
     parser.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     parser.add_argument("--seed", type=int, default=0)
@@ -75,65 +55,67 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for training")
     parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples for the CIs")
     parser.add_argument("--out", type=Path, help="report folder (default runs/cats_vs_dogs-RECIPE)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars or epoch tables")
+    parser.add_argument("--download", action="store_true", help="without local data: download a public set")
+    parser.add_argument("--synthetic", action="store_true", help="train on generated coloured noise")
     args = parser.parse_args(argv)
-    if args.out is None:
-        args.out = REPO / "runs" / f"cats_vs_dogs-{args.recipe}"
+    args.out = args.out or REPO / "runs" / f"cats_vs_dogs-{args.recipe}"
     return args
 
 
-def synthetic_folder(root: Path, per_class: int = 60) -> Path:
-    """Stand-in images when no real data exists: 'cats' warm, 'dogs' cool. Only exercises the code."""
-    rng = np.random.default_rng(0)
-    for cls, channel in (("cats", 0), ("dogs", 2)):
-        (root / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 120, size=(200, 200, 3), dtype=np.uint8)
-            pixels[..., channel] = rng.integers(130, 256, size=(200, 200), dtype=np.uint8)
-            Image.fromarray(pixels).save(root / cls / f"{cls[:-1]}.{i}.jpg")
-    return root
-
-
-def choose_data(args: argparse.Namespace) -> tuple[Samples, str]:
+def choose_data(args: argparse.Namespace) -> tuple[Path, int, bool]:
+    """(folder, how many images to use (0 = all), whether this is the small demo)."""
     if args.data is not None:
-        samples = scan_folder(args.data)
-        limit = args.limit or 0
-        kind = f"{args.data}"
-    elif DEFAULT_DATA.is_dir():
-        samples = scan_folder(DEFAULT_DATA)
-        limit = DEMO_LIMIT if args.limit is None else args.limit
-        kind = f"{DEFAULT_DATA} (demo default)"
-    else:
-        folder = synthetic_folder(args.out / "synthetic-images")
-        samples = scan_folder(folder)
-        limit = 0
-        kind = "SYNTHETIC images (no real data found)"
-    full = len(samples)
-    if limit and limit < full:
-        samples = samples.limit(limit, seed=args.seed)
-    banner = f"data: {kind}: using {len(samples)} of {full} images"
-    if len(samples) < 20_000:
-        banner += (
-            "\n  ** This is a SMALL DEMO, not the benchmark. For the reference numbers run:"
-            "\n     python examples/cats_vs_dogs.py --data PATH/TO/KAGGLE/train --limit 0 **"
-        )
-    return samples, banner
+        return args.data, args.limit or 0, False
+    if args.synthetic:
+        return synthetic_folder(args.out / "synthetic-images"), 0, True
+    if DEFAULT_DATA.is_dir():
+        return DEFAULT_DATA, DEMO_LIMIT if args.limit is None else args.limit, True
+    return dataset_folder("oxford-pets-binary", download=args.download), args.limit or 0, False
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args.out.mkdir(parents=True, exist_ok=True)
-    samples, banner = choose_data(args)
-    print(banner)
-    train, val, test = split_samples(samples, seed=args.seed)
-    print(
-        f"split: train {len(train)} / val {len(val)} / test {len(test)} "
-        "(the notebook's 16,000/4,500/4,500 proportions)"
+    try:
+        folder, limit, demo = choose_data(args)
+    except DataError as exc:  # no data here: the message says what to download and where to put it
+        print(f"{exc}\n(or pass --data FOLDER, or --synthetic to only exercise the code)", file=sys.stderr)
+        return 2
+    samples = scan_folder(folder)
+    used = samples.limit(limit, seed=args.seed) if limit else samples
+    note = f"{folder}: {len(used)} of {len(samples)} images" + (
+        " (SYNTHETIC noise)" if args.synthetic else ""
     )
-    note = banner.splitlines()[0].removeprefix("data: ")
-    note += " (a SMALL DEMO, not the benchmark)" if len(samples) < 20_000 else ""
-    run_from_args(args, title="Dogs vs Cats", data_note=note, train=train, val=val, test=test)
+    if demo:
+        note += " (a SMALL DEMO, not the benchmark)"
+        print(f"** {note}. For the benchmark: python examples/cats_vs_dogs.py --data FOLDER --limit 0 **")
+    recipe = get_recipe(ALIASES.get(args.recipe, args.recipe)).replace(
+        epochs=args.epochs, batch_size=args.batch_size
+    )
+    device = None if args.device == "auto" else args.device
+    progress = not args.no_progress
+    started = time.perf_counter()
+    run = train_ensemble(
+        [
+            {"backbone": b, "weights": w or "DEFAULT"}
+            for b, _, w in (m.partition("=") for m in args.members.split(","))
+        ],
+        split_samples(used, seed=args.seed),  # train / val / test in the notebook's 16,000/4,500/4,500 shares
+        recipe=recipe,
+        out_dir=args.out,
+        seed=args.seed,
+        progress=progress,
+        device=device,
+        num_workers=args.workers,
+    )
+    ensemble = run.ensemble(progress=progress, device=device)  # the recipe's combination, fitted on val
+    report = run.report(
+        ensemble, n_resamples=args.resamples, seed=args.seed, progress=progress, device=device
+    )
+    print(report)
+    meta = {"data": note, **run.meta(), "seconds": round(time.perf_counter() - started, 1)}
+    report.save(args.out, title=f"Dogs vs Cats, recipe {recipe.name}", meta=meta)
+    print(f"report: {args.out / 'report.md'}  ({meta['seconds']:.0f}s)")
     return 0
 
 

@@ -58,7 +58,7 @@ def registered_tiny_source(name: str) -> Iterator[str]:
 
 def load_script(path: Path) -> ModuleType:
     """The script at ``path`` as a fresh module; its folder is importable while it loads, as when
-    the script runs (the reference examples import ``_reference`` from beside them)."""
+    the script runs (an example may import a helper module from beside it)."""
     sys.path.insert(0, str(path.parent))
     try:
         spec = importlib.util.spec_from_file_location(f"script_{path.stem}", path)

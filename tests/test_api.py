@@ -81,6 +81,7 @@ def test_real_dogs_vs_cats_mobilenet_v2_learns(tmp_path: Path) -> None:
     result = finetune(
         "torchvision:mobilenet_v2",
         (train, val, test),
+        recipe="reference",
         weights="IMAGENET1K_V1",
         epochs=1,
         out=tmp_path / "mobilenet_v2.pt",

@@ -60,7 +60,7 @@ def perturbed(model: torch.nn.Module) -> torch.nn.Module:
 
 def assert_round_trip(backbone: str, tmp_path: Path, trust_code: bool = False, **kw: object) -> None:
     torch.manual_seed(0)
-    model = perturbed(create_model(backbone, ["cat", "dog"], input_spec=SMALL, **kw))  # type: ignore[arg-type]
+    model = perturbed(create_model(backbone, ["cat", "dog"], input_spec=SMALL, **{"weights": None, **kw}))  # type: ignore[arg-type]
     images = torch.randint(0, 256, (3, 3, *SMALL.size), dtype=torch.uint8)
     with torch.inference_mode():
         expected = model(images)
@@ -101,6 +101,7 @@ def test_head_is_rebuilt_with_its_own_settings(tmp_path: Path) -> None:
         ["a", "b", "c"],
         head={"name": "mlp", "hidden": 48, "dropout": 0.3},
         input_spec=SMALL,
+        weights=None,
     )
     loaded = load_model(save_model(model, tmp_path / "m.pt"))
     assert loaded.config.head == {"name": "mlp", "hidden": 48, "activation": None, "dropout": 0.3}
@@ -111,7 +112,7 @@ def test_head_is_rebuilt_with_its_own_settings(tmp_path: Path) -> None:
 
 
 def test_file_is_safetensors_with_json_settings_and_no_pickle(tmp_path: Path) -> None:
-    model = create_model("torchvision:resnet18", ["a", "b"], input_spec=SMALL)
+    model = create_model("torchvision:resnet18", ["a", "b"], input_spec=SMALL, weights=None)
     path = save_model(model, tmp_path / "m.pt")
     data = path.read_bytes()
     assert not data.startswith((b"PK\x03\x04", b"\x80"))  # neither a torch archive nor a pickle
@@ -129,7 +130,7 @@ _FILL_DISK = """
 import resource, sys
 import torch
 from ensemblenet import InputSpec, create_model, save_model
-model = create_model("torchvision:resnet18", ["a", "b"], input_spec=InputSpec(size=(64, 64)))
+model = create_model("torchvision:resnet18", ["a", "b"], input_spec=InputSpec(size=(64, 64)), weights=None)
 resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))  # a 45 MB file cannot be written
 try:
     save_model(model, sys.argv[1])
@@ -144,7 +145,7 @@ def test_a_write_that_fails_half_way_keeps_the_old_file_and_names_the_path(tmp_p
     """A real failing write (the file size limit, as a full disk would): the kernel refuses the
     write mid-file, the old file is intact, no temporary file is left, the error names the file."""
     target = tmp_path / "m.pt"
-    old = save_model(create_model("torchvision:resnet18", ["a", "b"], input_spec=SMALL), target)
+    old = save_model(create_model("torchvision:resnet18", ["a", "b"], input_spec=SMALL, weights=None), target)
     before = old.read_bytes()
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     done = subprocess.run(
@@ -157,7 +158,7 @@ def test_a_write_that_fails_half_way_keeps_the_old_file_and_names_the_path(tmp_p
 
 
 def test_tampered_tensor_is_detected(tmp_path: Path) -> None:
-    model = create_model("torchvision:resnet18", ["a", "b"], input_spec=SMALL)
+    model = create_model("torchvision:resnet18", ["a", "b"], input_spec=SMALL, weights=None)
     path = save_model(model, tmp_path / "m.pt")
     metadata, tensors = read_raw(path)
     tensors["state_dict/head.1.bias"] += 1.0
@@ -169,7 +170,8 @@ def test_tampered_tensor_is_detected(tmp_path: Path) -> None:
 def test_swapped_class_names_are_detected(tmp_path: Path) -> None:
     """The digest covers the settings: flipping the labels is a modification, not a valid file."""
     path = save_model(
-        create_model("torchvision:resnet18", ["cat", "dog"], input_spec=SMALL), tmp_path / "m.pt"
+        create_model("torchvision:resnet18", ["cat", "dog"], input_spec=SMALL, weights=None),
+        tmp_path / "m.pt",
     )
     metadata, tensors = read_raw(path)
     assert '"classes":["cat","dog"]' in metadata["ensemblenet"]
@@ -207,7 +209,7 @@ def test_foreign_truncated_and_future_files(tmp_path: Path) -> None:
     ):
         load_model(weights_only)
 
-    model = create_model("torchvision:resnet18", ["a", "b"], input_spec=SMALL)
+    model = create_model("torchvision:resnet18", ["a", "b"], input_spec=SMALL, weights=None)
     good = save_model(model, tmp_path / "m.pt")
     truncated = tmp_path / "t.pt"
     truncated.write_bytes(good.read_bytes()[:-1000])
@@ -244,7 +246,7 @@ def test_0_1_files_still_load_through_the_same_checks(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     torch.manual_seed(0)
-    model = perturbed(create_model("torchvision:resnet18", ["a", "b"], input_spec=SMALL))
+    model = perturbed(create_model("torchvision:resnet18", ["a", "b"], input_spec=SMALL, weights=None))
     old = write_0_1_file(model, tmp_path / "old.pt")
     images = torch.randint(0, 256, (2, 3, *SMALL.size), dtype=torch.uint8)
     with caplog.at_level(logging.WARNING, logger="ensemblenet"):
@@ -270,7 +272,9 @@ def test_0_1_files_still_load_through_the_same_checks(
 
 
 def test_expected_sha256_is_checked_before_the_file_is_read(tmp_path: Path) -> None:
-    path = save_model(create_model("torchvision:resnet18", ["a", "b"], input_spec=SMALL), tmp_path / "m.pt")
+    path = save_model(
+        create_model("torchvision:resnet18", ["a", "b"], input_spec=SMALL, weights=None), tmp_path / "m.pt"
+    )
     published = file_sha256(path)
     assert published == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
     assert load_model(path, expected_sha256=published.upper()).classes == ("a", "b")

@@ -10,12 +10,15 @@ import io
 import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from ensemblenet import Ensemble
 from ensemblenet.cli import build_parser, main
+from ensemblenet.data import load_split
 from ensemblenet.models import create_model, load_checkpoint, save_model
 from ensemblenet.spec import InputSpec
 
@@ -23,7 +26,7 @@ from .conftest import read_raw, write_class_folder, write_raw
 
 BACKBONE = "torchvision:mobilenet_v3_small"  # small, and loadable in any process (no test-only source)
 SMALL = InputSpec(size=(32, 32))
-COMMANDS = ("train", "train-ensemble", "evaluate", "predict", "ensemble", "report", "export")
+COMMANDS = ("train", "train-ensemble", "evaluate", "predict", "ensemble", "report", "export", "distill")
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -283,10 +286,22 @@ def test_ensemble_choose_picks_on_validation_and_saves_the_winner(
     assert_one_line_error(code, err, "--choose", "--val FOLDER")
 
 
-def test_parser_defaults_are_the_reference_recipe() -> None:
-    args = build_parser().parse_args(["train", "data", "--backbone", "torchvision:resnet18"])
-    assert (args.epochs, args.lr, args.batch_size, args.head, args.freeze) == (2, 1e-3, 32, "mlp", "bn_only")
-    assert args.weights == "DEFAULT" and args.optimizer == "adam"
+def test_parser_defaults_come_from_the_recipe_as_in_finetune() -> None:
+    """Every training setting defaults to None (the recipe's value), exactly as finetune()'s arguments."""
+    import inspect
+
+    from ensemblenet import finetune
+    from ensemblenet.cli._train import _FINETUNE_OPTIONS
+
+    for command in (
+        ["train", "data", "--backbone", "torchvision:resnet18"],
+        ["train-ensemble", "d", "--backbone", "x"],
+    ):
+        args = build_parser().parse_args(command)
+        assert args.recipe == "fast" and args.weights == "DEFAULT" and args.split is None and args.seed == 0
+        defaults = inspect.signature(finetune).parameters
+        for name in _FINETUNE_OPTIONS:
+            assert getattr(args, name) == defaults[name].default, name
 
 
 class FlushCounter(io.StringIO):
@@ -378,3 +393,106 @@ def test_predict_into_a_closed_pipe_is_not_an_error(folder: Path, model: Path) -
     err = io.StringIO()
     assert main(["predict", "-m", str(model), str(folder), "-q"], stdout=ClosedPipe(), stderr=err) == 0
     assert err.getvalue() == ""
+
+
+# --------------------------------------------------------------------------- one split, reports, recipes
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """``train-ensemble`` with a separate test folder: (run folder, its training folder, stderr)."""
+    root = tmp_path_factory.mktemp("run")
+    train = write_class_folder(root / "train", per_class=10, size=(32, 32), seed=1)
+    test = write_class_folder(root / "test", per_class=4, size=(32, 32), seed=2)
+    argv = ["train-ensemble", train, "--test", test, "--backbone", BACKBONE, "--backbone", BACKBONE]
+    argv += [
+        "--weights",
+        "none",
+        "--size",
+        "32",
+        "--epochs",
+        "2",
+        "--head",
+        "linear",
+        "--out-dir",
+        root / "run",
+    ]
+    code, _, err = run(*argv)
+    assert code == 0, err
+    return root / "run", train, err
+
+
+def test_train_ensemble_shows_each_member_saves_the_split_and_the_combined_ensemble(
+    trained_run: tuple[Path, Path, str],
+) -> None:
+    run_dir, _, err = trained_run
+    for name in ("split.json", "ensemble.pt", "torchvision_mobilenet_v3_small.pt"):
+        assert (run_dir / name).is_file(), name
+    assert "[torchvision_mobilenet_v3_small] epoch  train_loss" in err  # the epoch table names the member
+    assert "[torchvision_mobilenet_v3_small-2]     2  " in err
+    assert "recipe 'fast'" in err and "report on the test split: ensemblenet report -m" in err
+
+
+def test_report_on_a_saved_split_writes_a_folder_with_figures(
+    tmp_path: Path, trained_run: tuple[Path, Path, str]
+) -> None:
+    pytest.importorskip("matplotlib")
+    run_dir, _, _ = trained_run
+    out = tmp_path / "report"
+    code, stdout, err = run("report", "-m", run_dir / "ensemble.pt", "--split", "test", run_dir, "--out", out,
+                            "--n-resamples", "50", "-q")  # fmt: skip
+    assert code == 0, err
+    assert {
+        "report.md",
+        "report.json",
+        "confusion_matrix.png",
+        "reliability.png",
+        "confident_errors.png",
+        "learning_curves.png",  # from the metrics.csv files training wrote beside the members
+    } <= {p.name for p in out.iterdir()}
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["report"]["n"] == 8 and saved["primary"].startswith("ensemble (")
+    assert "per class:" in stdout and "## Per class" in (out / "report.md").read_text()
+
+
+def test_evaluate_refuses_the_training_images_and_accepts_the_held_out_split(
+    trained_run: tuple[Path, Path, str],
+) -> None:
+    run_dir, train, _ = trained_run
+    model = run_dir / "torchvision_mobilenet_v3_small.pt"
+    code, _, err = run("evaluate", "-m", model, train, "-q")
+    assert_one_line_error(
+        code, err, "images in", "are training images of these models", "--split test RUN_DIR"
+    )
+    code, _, err = run("evaluate", "-m", model, "--split", "train", run_dir, "-q")
+    assert_one_line_error(code, err, "own training images")
+    code, out, err = run("evaluate", "-m", model, "--split", "test", run_dir, "--json", "-q")
+    assert code == 0, err
+    assert json.loads(out)["n"] == 8
+    code, out, err = run(
+        "ensemble", model, model, "--split", "val", run_dir, "--strategy", "weighted", "-q", "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["validation"]["n"] == len(load_split(run_dir).part("val"))
+    code, _, err = run("evaluate", "-m", model, "-q")
+    assert_one_line_error(code, err, "no images to evaluate on")
+
+
+def test_unknown_recipe_is_one_line_with_the_valid_names(folder: Path) -> None:
+    code, _, err = run("train", folder, "--backbone", BACKBONE, "--recipe", "fsat", "-q")
+    assert_one_line_error(code, err, "unknown recipe: 'fsat'", "Did you mean 'fast'?", "full", "reference")
+
+
+def test_train_ensemble_refuses_to_replace_a_run_unless_told_and_takes_a_combination(
+    tmp_path: Path, trained_run: tuple[Path, Path, str]
+) -> None:
+    run_dir, train, _ = trained_run
+    again = shutil.copytree(run_dir, tmp_path / "run")
+    argv = ["train-ensemble", train, "--backbone", BACKBONE, "--weights", "none", "--size", "32",
+            "--epochs", "1", "--head", "linear", "--out-dir", again, "-q", "--json"]  # fmt: skip
+    code, _, err = run(*argv)
+    assert_one_line_error(code, err, "already exists", "--overwrite")
+    code, out, err = run(*argv, "--overwrite", "--combine", "mean")
+    assert code == 0, err
+    assert json.loads(out)["choice"]["chosen"] == "mean"
+    assert Ensemble.load(again / "ensemble.pt").strategy.__class__.__name__ == "MeanStrategy"

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ensemblenet.data import load_split
 from ensemblenet.models import load_checkpoint
 
 from .conftest import REPO, write_class_folder
@@ -72,6 +73,8 @@ def train_args(data: Path, out: Path) -> list[str]:
         str(EPOCHS),
         "--batch-size",
         "4",
+        "--recipe",
+        "reference",  # bn_only trains in train mode: dropout draws must resume exactly too
         "--augment",
         "--seed",
         "3",
@@ -174,12 +177,15 @@ def test_ctrl_c_saves_state_exits_130_and_resumes(data: Path, reference: Path) -
 
 def test_end_to_end_ensemble_predict_and_a_failure(data: Path, reference: Path, tmp_path: Path) -> None:
     ens = tmp_path / "ens.pt"
+    refused = cli("ensemble", reference, reference, "--val", data, "--out", ens, check=False)
+    assert refused.returncode == 1 and "are training images of these models" in refused.stderr
+    run_dir = reference.parent  # holds m.split.json: fit on the run's own validation images
     built = json.loads(
-        cli("ensemble", reference, reference, "--val", data, "--out", ens, "--json", "-q").stdout
+        cli("ensemble", reference, reference, "--split", "val", run_dir, "--out", ens, "--json", "-q").stdout
     )
     assert built["out"] == str(ens) and ens.is_file() and len(built["weights"]) == 2
-
-    assert built["validation"]["n"] == 32 and len(built["validation"]["members"]) == 2
+    val = load_split(run_dir).part("val")
+    assert built["validation"]["n"] == len(val) > 0 and len(built["validation"]["members"]) == 2
 
     predicted = cli("predict", "-m", ens, data / "cats", "--format", "jsonl")
     rows = [json.loads(line) for line in predicted.stdout.splitlines()]

@@ -90,7 +90,7 @@ def test_predict_proba_and_predict_follow_the_strategy(folder: Path) -> None:
     torch.testing.assert_close(mean, probas.double().mean(dim=0))
     weighted = Ensemble(members, strategy="weighted", weights=[1, 3]).predict_proba(folder, **CPU)
     torch.testing.assert_close(weighted, 0.25 * probas[0].double() + 0.75 * probas[1].double())
-    preds = Ensemble(members, strategy="vote").predict(folder, **CPU)
+    preds = Ensemble(members, strategy="vote").predict(folder, **CPU).indices
     assert preds.dtype == torch.int64
     votes = probas.argmax(dim=2)
     agree = votes[0] == votes[1]
@@ -144,7 +144,7 @@ def test_corrupt_file_gives_nan_row_and_is_skipped_in_evaluate(
     # The other rows are unaffected by the bad file in their batch.
     torch.testing.assert_close(probas[1, good], by_hand(ensemble.members[1], [paths[i] for i in good]))
     assert torch.isnan(ensemble.predict_proba(folder, **CPU)[bad]).all()
-    preds = ensemble.predict(folder, **CPU)
+    preds = ensemble.predict(folder, **CPU).indices
     assert preds[bad] == -1 and (preds[good] >= 0).all()
     result = ensemble.evaluate(folder, **CPU)
     assert (result.n, result.n_skipped) == (10, 1)
@@ -212,7 +212,7 @@ def test_weighted_without_weights_must_be_fitted_first(folder: Path) -> None:
     with pytest.raises(ConfigError, match=r"fit_weights\(val\)"):
         ensemble.predict(folder, **CPU)
     ensemble.fit_weights(folder, **CPU)
-    assert ensemble.predict(folder, **CPU).shape == (10,)
+    assert ensemble.predict(folder, **CPU).indices.shape == (10,)
 
 
 def test_predict_on_a_tensor_resizes_per_member() -> None:
@@ -227,7 +227,7 @@ def test_predict_on_a_tensor_resizes_per_member() -> None:
         )
         with torch.no_grad():
             torch.testing.assert_close(probas[i], torch.softmax(member.eval()(x.clamp(0, 1)), dim=1))
-    preds = ensemble.predict(images, **CPU)
+    preds = ensemble.predict(images, **CPU).indices
     assert torch.equal(preds, probas.double().mean(dim=0).argmax(dim=1))
     # float 0..1 input is the same picture as uint8 0..255
     torch.testing.assert_close(ensemble.member_probas(images.float() / 255, **CPU), probas)

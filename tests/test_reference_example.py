@@ -1,11 +1,13 @@
-"""The reference benchmark's runner (``examples/_reference.py``) end to end, on tiny networks.
+"""The reference examples end to end, on tiny networks: short clients of the public API that write a
+complete, self-consistent report folder (what ``docs/benchmarks_page.py`` reads).
 
 Real backbones and images are exercised by running the examples themselves (see the benchmarks
-page); this checks that both recipes produce a complete, self-consistent report folder.
+page); this checks the plumbing and every field the benchmarks page and the docs rely on.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,83 +17,68 @@ import pytest
 import torch
 from PIL import Image
 
-from ensemblenet import scan_folder, split_samples
-
-from .conftest import REPO, load_example, load_script, registered_tiny_source, write_class_folder
+from .conftest import EXAMPLES, REPO, load_example, load_script, registered_tiny_source, write_class_folder
 
 pytest.importorskip("matplotlib")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
-def reference() -> Iterator[Any]:
+def example() -> Iterator[Any]:
     with registered_tiny_source("ref-test"):  # weights ignored: random init is enough here
-        yield load_example("_reference")
+        yield load_example("cats_vs_dogs")
 
 
-@pytest.mark.parametrize("recipe", ["seed", "best"])
-def test_both_recipes_write_a_complete_report(tmp_path: Path, reference: Any, recipe: str) -> None:
+def run_example(example: Any, folder: Path, out: Path, recipe: str, *extra: str) -> dict[str, Any]:
+    argv = ["--data", str(folder), "--members", "ref-test:8,ref-test:6", "--recipe", recipe, "--epochs", "2"]
+    assert example.main([*argv, "--resamples", "100", "--no-progress", "--out", str(out), *extra]) == 0
+    return json.loads((out / "report.json").read_text())  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(("recipe", "named"), [("seed", "reference"), ("best", "fast"), ("full", "full")])
+def test_each_recipe_writes_a_complete_report(tmp_path: Path, example: Any, recipe: str, named: str) -> None:
     folder = write_class_folder(tmp_path / "images", per_class=20)
-    train, val, test = split_samples(scan_folder(folder), (0.5, 0.25, 0.25), seed=0)
     out = tmp_path / "report"
-    chosen = reference.RECIPES[recipe]
-    payload = reference.run(
-        title="tiny",
-        data_note="generated",
-        train=train,
-        val=val,
-        test=test,
-        members=["ref-test:8", "ref-test:6"],
-        recipe=type(chosen)(**{**chosen.__dict__, "epochs": 2}),
-        seed=0,
-        out=out,
-        progress=False,
-        device="cpu",
-        resamples=100,
-    )
-    saved = json.loads((out / "report.json").read_text())
-    assert saved == json.loads(json.dumps(payload))
-    assert saved["split"] == {"train": 20, "val": 10, "test": 10}
-    assert saved["recipe"]["name"] == recipe
+    saved = run_example(example, folder, out, recipe)
+    assert saved["split"] == {"train": 26, "val": 8, "test": 6}  # the notebook's 64/18/18 shares
+    assert saved["recipe"]["name"] == named  # the 0.1 names are aliases
     rows = {r["name"]: r for r in saved["report"]["rows"]}
     assert set(rows) == {"8", "6", "ensemble (mean)", "ensemble (weighted)", "ensemble (calibrated)"}
-    if chosen.combine == "auto":  # chosen on validation by cross-fitted log-loss, listed first
-        choice = saved["choice"]
-        scores = choice["out_of_fold_scores"]
-        assert set(scores) == {"mean", "weighted", "calibrated"} and choice["folds"] == 5
+    choice = saved["choice"]
+    scores = choice["out_of_fold_scores"]
+    assert set(scores) == {"mean", "weighted", "calibrated"} and choice["folds"] == 5
+    if named == "reference":  # the notebook's recipe combines by the mean; the others are shown
+        assert choice["chosen_by"] == "recipe" and saved["primary"] == "ensemble (mean)"
+    else:  # chosen on validation by cross-fitted log-loss, listed first
+        assert choice["chosen_by"] == "validation"
         assert scores[choice["chosen"]] == pytest.approx(min(scores.values()), rel=1e-9)
         assert saved["primary"] == f"ensemble ({choice['chosen']})"
-    else:
-        assert saved["choice"] is None and saved["primary"] == f"ensemble ({chosen.combine})"
     assert saved["report"]["rows"][2]["name"] == saved["primary"]  # after the two members
-    # every row's accuracy is its confusion matrix's diagonal share
-    for name, matrix in saved["confusion_matrices"].items():
+    for name, matrix in saved["confusion_matrices"].items():  # accuracy = the diagonal's share
         m = torch.tensor(matrix)
-        assert int(m.sum()) == 10
-        assert rows[name]["accuracy"] == pytest.approx(float(m.diag().sum()) / 10)
+        assert int(m.sum()) == 6 and rows[name]["accuracy"] == pytest.approx(float(m.diag().sum()) / 6)
+        assert rows[name]["per_class"]["support"] == m.sum(dim=1).tolist()
     assert [len(m["history"]) for m in saved["members"]] == [2, 2]
-    assert all(m["feature_seconds"] > 0 for m in saved["members"]) == chosen.feature_cache
+    assert all(m["feature_seconds"] > 0 for m in saved["members"]) == (named == "fast")
+    assert set(saved["figures"]) == {"learning_curves", "confusion_matrix", "reliability", "confident_errors"}
     for file in saved["figures"].values():
         with Image.open(out / file) as image:
             assert image.format == "PNG" and image.size[0] >= 360
     text = (out / "report.md").read_text()
     for name in rows:
         assert f"| {name} | {rows[name]['accuracy']:.4f} |" in text
-    assert "McNemar" in text and saved["versions"]["torch"] == torch.__version__
+    assert "McNemar" in text and "## Per class" in text and saved["versions"]["torch"] == torch.__version__
     assert [m["weights_source"] for m in saved["members"]] == [None, None]  # the tiny source says nothing
     assert "started from weights `DEFAULT`: random init" in text
+    assert (out / "split.json").is_file() and len(list(out.glob("*.metrics.csv"))) == 2
+    assert "SMALL DEMO" not in saved["data"]  # only the built-in demo says so
 
 
-def test_the_benchmarks_page_is_written_from_the_reports(tmp_path: Path, reference: Any) -> None:
+def test_the_benchmarks_page_is_written_from_the_reports(tmp_path: Path, example: Any) -> None:
     """docs/benchmarks_page.py renders report.json files; a missing run says so instead of failing."""
     page = load_script(REPO / "docs" / "benchmarks_page.py")
-    folder = write_class_folder(tmp_path / "images", per_class=12)
-    train, val, test = split_samples(scan_folder(folder), (0.5, 0.25, 0.25), seed=0)
-    best = reference.RECIPES["best"]
-    payload = reference.run(
-        title="tiny", data_note="generated", train=train, val=val, test=test,
-        members=["ref-test:8", "ref-test:6"], recipe=type(best)(**{**best.__dict__, "epochs": 2}), seed=0,
-        out=tmp_path / "runs" / "tiny-best", progress=False, device="cpu", resamples=50,
-    )  # fmt: skip
+    folder = write_class_folder(tmp_path / "images", per_class=20)
+    payload = run_example(example, folder, tmp_path / "runs" / "tiny-best", "best")
     template = "{tiny_best_cmd}\n\n{tiny_best}\n\n{tiny_best_targets}\n\n{tiny_best_figs}\n\n{other}"
     text = page.render(template, tmp_path / "runs", static=tmp_path / "static")
     assert text.startswith(payload["command"])
@@ -109,8 +96,57 @@ def test_the_benchmarks_page_is_written_from_the_reports(tmp_path: Path, referen
     assert "not measured on this machine" in text and "``other``" in text
 
 
+def test_without_data_it_says_what_to_download_and_never_trains_on_noise_silently(
+    tmp_path: Path, example: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(example, "DEFAULT_DATA", tmp_path / "absent")
+    monkeypatch.setenv("ENSEMBLENET_DATA", str(tmp_path / "cache"))
+    assert example.main(["--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--download" in err and "--synthetic" in err and str(tmp_path / "cache") in err
+    assert not (tmp_path / "out" / "report.json").exists()
+    argv = ["--synthetic", "--members", "ref-test:4,ref-test:6", "--epochs", "1", "--resamples", "50"]
+    assert example.main([*argv, "--out", str(tmp_path / "syn"), "--no-progress"]) == 0
+    saved = json.loads((tmp_path / "syn" / "report.json").read_text())
+    assert "SYNTHETIC" in saved["data"] and "SMALL DEMO" in saved["data"]
+
+
+def test_the_examples_use_only_public_names() -> None:
+    """``from ensemblenet... import`` in the examples names only what the packages export."""
+    import importlib
+
+    for script in ("cats_vs_dogs.py", "ants_vs_bees.py"):
+        tree = ast.parse((EXAMPLES / script).read_text())
+        imports = [
+            n
+            for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("ensemblenet")
+        ]
+        assert imports
+        for node in imports:
+            module = importlib.import_module(node.module or "")
+            for alias in node.names:
+                assert alias.name in module.__all__, (script, node.module, alias.name)
+                assert not alias.name.startswith("_")
+    assert not (EXAMPLES / "_reference.py").exists()
+    assert len((EXAMPLES / "cats_vs_dogs.py").read_text().splitlines()) <= 130
+
+
+def test_ants_vs_bees_trains_on_train_and_reports_on_val(tmp_path: Path) -> None:
+    root = tmp_path / "hymenoptera"
+    write_class_folder(root / "train", per_class=20, seed=1)
+    write_class_folder(root / "val", per_class=6, seed=2)
+    with registered_tiny_source("ref-test"):
+        ants = load_example("ants_vs_bees")
+        argv = ["--data", str(root), "--members", "ref-test:4,ref-test:6", "--epochs", "1", "--limit", "20"]
+        assert ants.main([*argv, "--resamples", "50", "--no-progress", "--out", str(tmp_path / "out")]) == 0
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["split"] == {"train": 20, "val": 8, "test": 12}  # val cut from train/, then 20 kept
+    assert saved["report"]["n"] == 12  # val/ is the test split, as in the tutorial
+
+
 @pytest.mark.slow
-def test_the_notebooks_resnet_pair_runs_from_local_weight_files(tmp_path: Path, one_thread: None) -> None:
+def test_the_notebooks_resnet_pair_runs_from_local_weight_files(tmp_path: Path) -> None:
     """``--members torchvision:resnet18=FILE,torchvision:resnet34=FILE``: the pair the notebook used,
     from state-dict files (no ResNet ImageNet weights exist offline; random ones stand in here)."""
     import torchvision
@@ -129,5 +165,6 @@ def test_the_notebooks_resnet_pair_runs_from_local_weight_files(tmp_path: Path, 
     saved = json.loads((out / "report.json").read_text())
     assert [m["backbone"] for m in saved["members"]] == ["torchvision:resnet18", "torchvision:resnet34"]
     assert [m["weights_source"] for m in saved["members"]] == [f"file {f}" for f in files.values()]
-    assert saved["recipe"]["freeze"] == "bn_only" and saved["primary"] == "ensemble (mean)"
+    assert saved["recipe"]["freeze"] == {"name": "bn_only", "update_stats": True}
+    assert saved["primary"] == "ensemble (mean)"
     assert {r["name"] for r in saved["report"]["rows"]} >= {"resnet18", "resnet34", "ensemble (mean)"}

@@ -414,7 +414,7 @@ def test_resume_refuses_another_run_and_saves_what_it_says(tmp_path: Path) -> No
         (["--lr", "0.01"], "lr: 0.001 in the state, 0.01 now"),
         (["--seed", "1"], "seed: 0 in the state, 1 now"),
         (["--head", "mlp"], "'name': 'mlp'"),
-        (["--freeze", "none"], "freeze: {'name': 'bn_only'"),
+        (["--freeze", "none"], "freeze: {'name': 'head_only'"),  # the default recipe, fast, freezes head_only
     ]
     for extra, needle in cases:
         code, out, err = _train(data, tmp_path / "again.pt", "--resume", state, *extra)

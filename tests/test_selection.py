@@ -50,18 +50,36 @@ def test_fold_ids_are_balanced_and_label_free() -> None:
     assert torch.equal(ids, fold_ids(23, 5, seed=3))
 
 
+def test_fold_ids_with_labels_are_stratified() -> None:
+    """With labels, every fold holds each class in its overall share (within one image); without,
+    a rare class can be missing from a fold."""
+    labels = torch.tensor([0] * 40 + [1] * 10 + [2] * 5)
+    ids = fold_ids(55, 5, seed=0, labels=labels)
+    assert sorted(torch.bincount(ids).tolist()) == [11] * 5
+    for c, size in ((0, 40), (1, 10), (2, 5)):
+        per_fold = torch.bincount(ids[labels == c], minlength=5)
+        assert int(per_fold.max() - per_fold.min()) <= 1 and int(per_fold.sum()) == size
+    unstratified = [torch.bincount(fold_ids(55, 5, seed=s)[labels == 2], minlength=5) for s in range(20)]
+    assert any(int(c.min()) == 0 for c in unstratified)  # what stratifying prevents
+
+
 def test_stacking_out_of_fold_predictions_never_see_their_own_label() -> None:
-    # Flip the label of row 0 and refit: its out-of-fold prediction must not move (the combiner
-    # that predicts it was fitted without it), while the in-sample refit does move.
+    # Flip the label of row 0 and of another row of the same class in the same fold, so the
+    # stratified folds stay as they were: row 0's out-of-fold prediction must not move (the
+    # combiner that predicts it was fitted without its fold), while the in-sample refit does move.
     probs, labels = noisy_members(60, 2, (1.0, 0.5, 0.2))
+    ids = fold_ids(60, 4, seed=0, labels=labels)
+    partner = next(i for i in range(1, 60) if ids[i] == ids[0] and labels[i] != labels[0])
     flipped = labels.clone()
-    flipped[0] = 1 - flipped[0]
+    flipped[0], flipped[partner] = labels[partner], labels[0]  # same class counts, same folds
+    assert torch.equal(fold_ids(60, 4, seed=0, labels=flipped), ids)
     a, b = StackingStrategy(folds=4, l2=1e-3), StackingStrategy(folds=4, l2=1e-3)
     a.fit(probs, labels)
     b.fit(probs, flipped)
     assert a.oof_probs is not None and b.oof_probs is not None
-    torch.testing.assert_close(a.oof_probs[0], b.oof_probs[0])
-    assert not torch.allclose(a.oof_probs[1:], b.oof_probs[1:])  # other folds did see row 0
+    held = ids == ids[0]
+    torch.testing.assert_close(a.oof_probs[held], b.oof_probs[held])
+    assert not torch.allclose(a.oof_probs[~held], b.oof_probs[~held])  # other folds did see row 0
     assert not torch.allclose(a.combine(probs)[0], b.combine(probs)[0])
 
 

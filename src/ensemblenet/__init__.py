@@ -11,11 +11,25 @@ up (each imports only from those below it; see the architecture page of the docs
 * :mod:`ensemblenet.training` -- the Trainer, callbacks, the frozen-feature cache, torchrun;
 * :mod:`ensemblenet.strategies` -- how member probabilities become one prediction;
 * :mod:`ensemblenet.ensemble` -- ``Ensemble``, test-time augmentation, ensemble files, ONNX;
-* :mod:`ensemblenet.api` -- ``finetune``, ``train_ensemble`` and ``distill``; :mod:`ensemblenet.cli` on top.
+* :mod:`ensemblenet.api` -- ``finetune``, ``train_ensemble`` and their recipes, ``distill``;
+  :mod:`ensemblenet.cli` on top. Beside :mod:`ensemblenet.data`, :mod:`ensemblenet.datasets`
+  fetches public image sets (with consent).
 """
 
 from ._version import __version__
-from .api import DistillResult, FinetuneResult, MemberResult, distill, finetune, train_ensemble
+from .api import (
+    DistillResult,
+    FinetuneResult,
+    MemberResult,
+    Recipe,
+    Splits,
+    distill,
+    finetune,
+    get_recipe,
+    list_recipes,
+    register_recipe,
+    train_ensemble,
+)
 from .data import (
     DEFAULT_SPLIT,
     DecodedCache,
@@ -28,7 +42,16 @@ from .data import (
     scan_folder,
     split_samples,
 )
-from .ensemble import TTA, Ensemble, export_onnx, load_ensemble, optimize_for_cpu, save_ensemble
+from .ensemble import (
+    TTA,
+    Ensemble,
+    Prediction,
+    Predictions,
+    export_onnx,
+    load_ensemble,
+    optimize_for_cpu,
+    save_ensemble,
+)
 from .errors import (
     CheckpointError,
     ClassMismatchError,
@@ -89,11 +112,14 @@ from .strategies import (
 )
 from .training import (
     Callback,
+    CSVLogger,
     DistContext,
     EarlyStopping,
     EpochRecord,
     History,
     ModelCheckpoint,
+    ProgressPrinter,
+    TensorBoardLogger,
     TrainConfig,
     Trainer,
     fit_with_feature_cache,
@@ -157,12 +183,15 @@ __all__ = [  # noqa: RUF022
     "register_source",
     "save_model",
     # training
+    "CSVLogger",
     "Callback",
     "DistContext",
     "EarlyStopping",
     "EpochRecord",
     "History",
     "ModelCheckpoint",
+    "ProgressPrinter",
+    "TensorBoardLogger",
     "TrainConfig",
     "Trainer",
     "fit_with_feature_cache",
@@ -181,6 +210,8 @@ __all__ = [  # noqa: RUF022
     # ensemble
     "TTA",
     "Ensemble",
+    "Prediction",
+    "Predictions",
     "export_onnx",
     "load_ensemble",
     "optimize_for_cpu",
@@ -189,7 +220,12 @@ __all__ = [  # noqa: RUF022
     "DistillResult",
     "FinetuneResult",
     "MemberResult",
+    "Recipe",
+    "Splits",
     "distill",
     "finetune",
+    "get_recipe",
+    "list_recipes",
+    "register_recipe",
     "train_ensemble",
 ]

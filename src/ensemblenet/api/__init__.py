@@ -1,25 +1,50 @@
 """The top of the library: one call from a folder of images to trained, saved models.
 
-:func:`finetune` trains one backbone with a new head and saves the best model;
-:func:`train_ensemble` trains several members on the same split, one after another or in
-parallel processes. Both are what the ``ensemblenet train`` and ``train-ensemble`` commands call.
-:func:`distill` trains one student model on a trained ensemble's probabilities (``ensemblenet
-distill``).
+:func:`finetune` trains one backbone with a new head under a :class:`Recipe` and saves the best
+model (with its split and a ``metrics.csv`` beside it); :func:`train_ensemble` trains several
+members on the same split, one after another or in parallel processes. Both are what the
+``ensemblenet train`` and ``train-ensemble`` commands call, with the same options and defaults.
+Recipes are named (``"fast"``, the default; ``"reference"``; ``"full"``), overridable field by
+field, and registrable (:func:`register_recipe`). :func:`distill` trains one student model on a
+trained ensemble's probabilities (``ensemblenet distill``).
 """
 
 from ._distill import DistillResult, default_student_path, distill
-from ._finetune import FinetuneResult, default_model_path, file_stem, finetune
-from ._members import MemberResult, member_paths, train_ensemble
+from ._finetune import FinetuneResult, default_model_path, file_stem, finetune, run_files
+from ._members import member_paths, train_ensemble
+from ._recipes import (
+    COMBINE_CHOICES,
+    DEFAULT_RECIPE,
+    RECIPES,
+    Recipe,
+    get_recipe,
+    list_recipes,
+    register_recipe,
+)
+from ._splits import VAL_FROM_TRAIN, Splits, resolve_splits
+from ._trained import MemberResult, TrainedEnsemble
 
 __all__ = [
+    "COMBINE_CHOICES",
+    "DEFAULT_RECIPE",
+    "RECIPES",
+    "VAL_FROM_TRAIN",
     "DistillResult",
     "FinetuneResult",
     "MemberResult",
+    "Recipe",
+    "Splits",
+    "TrainedEnsemble",
     "default_model_path",
     "default_student_path",
     "distill",
     "file_stem",
     "finetune",
+    "get_recipe",
+    "list_recipes",
     "member_paths",
+    "register_recipe",
+    "resolve_splits",
+    "run_files",
     "train_ensemble",
 ]

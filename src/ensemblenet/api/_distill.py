@@ -31,17 +31,20 @@ from ..models import FreezePolicy, Head, TransferModel, create_model, save_model
 from ..scoring import ModelScore, accuracy, mcnemar_exact, score_model
 from ..strategies import strategy_name
 from ..training import (
+    CSVLogger,
     DistillationLoss,
     EarlyStopping,
     History,
     ModelCheckpoint,
+    ProgressPrinter,
     TrainConfig,
     Trainer,
     fit_with_feature_cache,
     is_main_process,
     resolve_device,
 )
-from ._finetune import _resolve_data, file_stem
+from ._finetune import file_stem, run_files
+from ._splits import resolve_splits
 
 __all__ = ["DistillResult", "distill"]
 
@@ -142,6 +145,7 @@ def distill(
     weight_decay: float = 0.0,
     flips: bool = True,
     patience: int | None = 3,
+    monitor: str = "val_loss",
     split: Sequence[float] = (),
     seed: int = 0,
     out: str | os.PathLike[str] | None = None,
@@ -155,10 +159,10 @@ def distill(
     Args:
         teacher: an :class:`~ensemblenet.Ensemble` (fitted, if its strategy needs fitting) or the
             path of an ensemble file.
-        data: as in :func:`~ensemblenet.finetune`: a folder split deterministically into
-            train/val/test with ``split`` and ``seed`` (use the same as when the members were trained,
-            so that the student never sees their validation or test images), or explicit
-            ``(train, val[, test])`` folders / Samples.
+        data: the members' :class:`~ensemblenet.api.Splits` (``train_ensemble(...).splits``, or
+            :func:`~ensemblenet.data.load_split` of their ``split.json``), so that the student learns
+            only from the members' training images; or anything :func:`~ensemblenet.finetune` takes
+            (a folder cut with ``split`` and ``seed``: use the members' own).
         student: the student's backbone, e.g. ``"timm:tf_efficientnet_lite0"``.
         weights, head: the student's starting weights and head, as in :func:`~ensemblenet.finetune`.
         freeze: what stays frozen; must keep a backbone prefix frozen in eval mode (``"head_only"``,
@@ -170,7 +174,10 @@ def distill(
             ``seed`` and ``flips`` are applied on top of it.
         flips: cache the features of mirrored images too and train on a random view per image
             (each view learns its image's teacher probabilities).
-        patience: stop when the validation loss has not improved for this many epochs (None: never).
+        patience: stop when ``monitor`` has not improved for this many epochs (None: never).
+        monitor: which epoch is kept: ``"val_loss"`` (log-loss against the true labels on the
+            validation split: the student that classifies best; the default) or ``"train_loss"``
+            (the distillation loss: the student closest to the teacher).
         out: where to save the student; default ``runs/<student>.student.pt``.
         device: where to train and score (``"auto"``: CUDA when present).
         trust_code: passed to :func:`~ensemblenet.load_ensemble` when ``teacher`` is a path.
@@ -190,7 +197,7 @@ def distill(
         seed=seed,
         augment=flips,
     )
-    parts = _resolve_data(data, split, cfg.seed)
+    parts = resolve_splits(data, split=split, seed=cfg.seed)
     if parts["train"].classes != teacher.classes:
         raise ClassMismatchError(
             f"the data's classes {list(parts['train'].classes)} differ from the teacher ensemble's "
@@ -203,20 +210,27 @@ def distill(
     torch.manual_seed(cfg.seed)  # the new head's initial weights
     model = create_model(student, teacher.classes, head=head, weights=weights)
     path = Path(out) if out is not None else default_student_path(student)
-    monitor = "val_loss" if "val" in parts else "train_loss"
+    files = run_files(path)
+    if is_main_process():
+        parts.save(files["split"])  # beside the student, like every model: its held-out images
+    if monitor not in ("val_loss", "train_loss"):
+        raise ConfigError(f"monitor must be 'val_loss' or 'train_loss', got {monitor!r}")
     saver = ModelCheckpoint(path, monitor=monitor)
     stopper = [EarlyStopping(monitor=monitor, patience=patience)] if patience is not None else []
+    printer = [ProgressPrinter(label=f"student {student}")] if cfg.progress else []
     trainer = Trainer(
         cfg,
         freeze=freeze,
-        callbacks=[saver, *stopper],
+        callbacks=[saver, CSVLogger(files["metrics"]), *stopper, *printer],
         criterion=DistillationLoss(temperature=temperature, hard_weight=hard_weight),
     )
     history = fit_with_feature_cache(trainer, model, parts["train"], parts.get("val"), soft_targets=soft)
     if saver.best_epoch is None and is_main_process():
         save_model(model, path, metrics=history.records[-1].to_dict() if history.records else {})
     model.eval()
-    result = DistillResult(model=model, history=history, path=path, best_epoch=saver.best_epoch, splits=parts)
+    result = DistillResult(
+        model=model, history=history, path=path, best_epoch=saver.best_epoch, splits=dict(parts.parts)
+    )
     scored_on = "test" if "test" in parts else "val" if "val" in parts else None
     if scored_on is not None:
         _score(result, teacher, parts[scored_on], scored_on, progress, trainer.device)

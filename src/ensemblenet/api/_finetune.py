@@ -4,45 +4,82 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import re
+import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
+from torch import nn
 
-from ..data import DEFAULT_SPLIT, Samples, scan_folder, split_samples
-from ..errors import ClassMismatchError, ConfigError
-from ..models import FreezePolicy, Head, TransferModel, create_model, save_model
+from ..errors import ConfigError
+from ..models import FreezePolicy, Head, TransferModel, create_model, resolve_freeze, save_model
 from ..scoring import Evaluation
 from ..spec import InputSpec
 from ..training import (
     Callback,
+    CSVLogger,
     EarlyStopping,
     History,
     ModelCheckpoint,
+    ProgressPrinter,
+    TensorBoardLogger,
     TrainConfig,
     Trainer,
+    fit_with_feature_cache,
+    frozen_stages,
     is_main_process,
 )
+from ._recipes import Recipe, get_recipe
+from ._splits import resolve_splits
 
-__all__ = ["FinetuneResult", "default_model_path", "file_stem", "finetune"]
+__all__ = ["FinetuneResult", "default_model_path", "file_stem", "finetune", "run_files"]
 
-log = logging.getLogger("ensemblenet")
+log = logging.getLogger("ensemblenet.api")
 
 
-@dataclass
+@dataclass(repr=False)
 class FinetuneResult:
-    """What :func:`finetune` returns."""
+    """What :func:`finetune` returns.
+
+    Attributes:
+        model: the trained model, best epoch's weights restored, in eval mode.
+        history: one :class:`~ensemblenet.EpochRecord` per epoch.
+        path: the saved best model.
+        test: the test split's evaluation, when there is a test split.
+        splits: the :class:`~ensemblenet.data.Samples` of each part (``"train"``, ``"val"``, ``"test"``).
+        best_epoch: the epoch whose weights were saved (None: no epoch improved).
+        recipe: the recipe as run (overrides applied).
+        seconds: wall time of the whole call; ``feature_seconds`` of it computing cached features.
+        files: what was written beside the model: ``"split"`` (``split.json``), ``"metrics"``
+            (``metrics.csv``).
+        skipped_files: files the folder scans rejected (unreadable or not images), with the reason.
+    """
 
     model: TransferModel
     history: History
     path: Path
     test: Evaluation | None = None
-    splits: dict[str, Any] = field(default_factory=dict)  # name -> Samples used
-    best_epoch: int | None = None  # the epoch whose weights were saved (None: no epoch improved)
+    splits: dict[str, Any] = field(default_factory=dict)
+    best_epoch: int | None = None
+    recipe: Recipe | None = None
+    seconds: float = 0.0
+    feature_seconds: float = 0.0
+    files: dict[str, Path] = field(default_factory=dict)
+    skipped_files: tuple[tuple[Path, str], ...] = ()
+
+    def __repr__(self) -> str:  # the default would print the whole module
+        test = f", test accuracy {self.test.accuracy:.4f} (n={self.test.n})" if self.test else ""
+        recipe = f", recipe {self.recipe.name!r}" if self.recipe else ""
+        return (
+            f"FinetuneResult({self.model.config.backbone!r}, {len(self.history)} epochs, best epoch "
+            f"{self.best_epoch}{test}{recipe}, saved to {str(self.path)!r}, {self.seconds:.0f}s)"
+        )
 
 
 def file_stem(backbone: str) -> str:
@@ -56,119 +93,208 @@ def default_model_path(backbone: str) -> Path:
     return Path("runs") / (file_stem(backbone) + ".pt")
 
 
-def _resolve_data(data: Any, split: Sequence[float], seed: int) -> dict[str, Any]:
-    if isinstance(data, (str, os.PathLike)):
-        data = scan_folder(data)
-    if isinstance(data, Samples):
-        fractions = tuple(split) if split else DEFAULT_SPLIT
-        parts = split_samples(data, fractions, seed=seed)
-        names = ("train", "val", "test")[: len(parts)]
-        return dict(zip(names, parts, strict=True))
-    if isinstance(data, Mapping):
-        parts_map = {k: scan_folder(v) if isinstance(v, (str, os.PathLike)) else v for k, v in data.items()}
-    elif isinstance(data, Sequence) and 2 <= len(data) <= 3:
-        names = ("train", "val", "test")[: len(data)]
-        parts_map = {
-            k: scan_folder(v) if isinstance(v, (str, os.PathLike)) else v
-            for k, v in zip(names, data, strict=True)
-        }
-    else:
-        raise ConfigError(
-            "data must be a folder path, a Samples, a (train, val[, test]) tuple of folders or Samples, "
-            f"or a mapping with 'train'/'val'/'test'; got {type(data).__name__}"
-        )
-    if "train" not in parts_map:
-        raise ConfigError(f"data needs a 'train' split; got {sorted(parts_map)}")
-    classes = parts_map["train"].classes
-    for name, part in parts_map.items():
-        if part.classes != classes:
-            raise ClassMismatchError(
-                f"split {name!r} has classes {list(part.classes)} but 'train' has {list(classes)}; "
-                "every split must have the same class folders"
-            )
-    return parts_map
+def run_files(model_path: str | os.PathLike[str]) -> dict[str, Path]:
+    """The files :func:`finetune` writes beside a model ``X.pt``: ``X.split.json``, ``X.metrics.csv``."""
+    path = Path(model_path)
+    return {
+        "split": path.with_name(path.stem + ".split.json"),
+        "metrics": path.with_name(path.stem + ".metrics.csv"),
+    }
 
 
 def finetune(
-    backbone: str,
+    backbone: str | nn.Module,
     data: Any,
     *,
+    recipe: str | Recipe | None = None,
     weights: str | os.PathLike[str] | None = "DEFAULT",
-    head: str | Head | Mapping[str, Any] = "mlp",
-    freeze: str | FreezePolicy = "bn_only",
+    head: str | Head | Mapping[str, Any] | None = None,
+    freeze: str | FreezePolicy | None = None,
     epochs: int | None = None,
     lr: float | None = None,
     batch_size: int | None = None,
+    optimizer: str | None = None,
+    schedule: str | None = None,
+    warmup: float | None = None,
+    weight_decay: float | None = None,
+    label_smoothing: float | None = None,
+    grad_clip: float | None = None,
+    augment: bool | str | None = None,
+    feature_cache: bool | None = None,
+    feature_views: int | None = None,
     split: Sequence[float] = (),
+    limit: int | None = None,
     seed: int | None = None,
     out: str | os.PathLike[str] | None = None,
     input_spec: InputSpec | None = None,
+    input_size: int | tuple[int, int] | None = None,
+    num_features: int | None = None,
     config: TrainConfig | None = None,
     callbacks: Sequence[Callback] = (),
     progress: bool | None = None,
-    input_size: int | tuple[int, int] | None = None,
     patience: int | None = None,
     state_path: str | os.PathLike[str] | None = None,
     resume: str | os.PathLike[str] | None = None,
+    device: str | None = None,
+    precision: str | None = None,
+    num_workers: int | None = None,
+    cache_dir: str | None = None,
+    tensorboard: str | os.PathLike[str] | None = None,
+    name: str | None = None,
+    stream: IO[str] | None = None,
 ) -> FinetuneResult:
-    """Fine-tune a pretrained backbone on a folder of images and save the best model.
+    """Fine-tune a pretrained backbone on images with a recipe, and save the best model.
 
-    The defaults are the reference recipe: BatchNorm-only fine-tuning, ``Linear(n, 512) → Linear(512, C)``
-    head, Adam at 1e-3 for 2 epochs, batch 32, images resized to the backbone's input size.
+    By default the ``"fast"`` recipe (:data:`~ensemblenet.api.DEFAULT_RECIPE`): the backbone frozen
+    in eval mode, its features computed once with augmented views, an MLP head trained for 10
+    epochs with a cosine schedule. Any recipe field can be overridden here (``epochs=20``,
+    ``freeze="bn_only"``...); ``recipe="reference"`` is the notebook's recipe.
 
     Args:
-        backbone: e.g. ``"torchvision:mobilenet_v2"`` or ``"timm:tf_efficientnet_lite0"``.
-        data: a folder (class-per-folder or Kaggle's flat ``cat.1.jpg`` layout), split deterministically
-            into train/val/test with ``split`` (default 16,000/4,500/4,500 of 25,000); or explicit
-            ``(train, val[, test])`` folders / :class:`~ensemblenet.Samples`.
+        backbone: e.g. ``"torchvision:mobilenet_v2"``, ``"timm:tf_efficientnet_lite0"``, or an
+            ``nn.Module`` object (a timm model, or any feature extractor with ``num_features``).
+        data: a folder (class-per-folder or Kaggle's flat ``cat.1.jpg`` layout), cut into
+            train/val/test (``split``, default 64/18/18 %); ``(train, val[, test])`` folders or
+            Samples; ``{"train": ..., "test": ...}`` (validation cut from train); see
+            :func:`~ensemblenet.api.resolve_splits`. Validation or test images that are also
+            training images (same bytes) are refused.
+        recipe: a registered name (:func:`~ensemblenet.list_recipes`) or a :class:`Recipe`.
         weights: starting weights: ``"DEFAULT"``, another weights name, a local file, or None (random).
-        head, freeze: names or objects (see :mod:`ensemblenet.models`, :mod:`ensemblenet.models`).
-        epochs, lr, batch_size, seed, progress: shortcuts overriding the same :class:`TrainConfig`
-            fields (defaults: 2, 1e-3, 32, 0, True).
+        head: like every recipe field given here (``freeze``, ``epochs``, ``lr``, ``batch_size``,
+            ``optimizer``, ``schedule``, ``warmup``, ``weight_decay``, ``label_smoothing``,
+            ``grad_clip``, ``augment``, ``feature_cache``, ``feature_views``): overrides the
+            recipe's field of the same name; None keeps it.
+        split, seed: how a folder is cut, and the seed of the split, head, shuffling, augmentation.
+        limit: train on a stratified subsample of this many training images (validation and test
+            unchanged).
         out: where to save the best model (by validation loss); default ``runs/<backbone>.pt``.
-        config: a full :class:`TrainConfig`; the shortcut arguments override it.
+            Beside it go ``<stem>.split.json`` (the split, with each file's sha256) and
+            ``<stem>.metrics.csv`` (one row per epoch).
+        input_spec, input_size, num_features: the backbone's input (``input_size``: one int for a
+            square, keeping its normalization); a module backbone's feature width.
+        config: a full :class:`TrainConfig` instead of the recipe's training fields; the
+            arguments above still override it.
         callbacks: extra callbacks (a best-model :class:`ModelCheckpoint` is always added).
-        input_size: train and predict at this size (one int for a square) instead of the
-            backbone's, keeping its normalization and interpolation.
+        progress: progress bars and the epoch table (default True); False: quiet.
         patience: stop early when the validation loss has not improved for this many epochs.
-        state_path: keep a resumable training state here after every epoch (see
-            :class:`~ensemblenet.Trainer`).
-        resume: continue from a state file written through ``state_path``.
+        state_path, resume: keep a resumable state after every epoch; continue from one.
+        device, precision, num_workers, cache_dir: run settings (see :class:`TrainConfig`).
+        tensorboard: also write TensorBoard scalars to this folder (``ensemblenet[tensorboard]``).
+        name: the label of progress bars and epoch lines (``train_ensemble`` passes the member's).
+        stream: where the epoch table goes (default ``sys.stdout``).
 
     Returns:
-        A :class:`FinetuneResult` with the model (best weights restored), history, path and the
-        test-split evaluation when there is one.
+        A :class:`FinetuneResult` with the model (best weights restored), history, path, the test
+        evaluation when there is a test split, and the files written.
     """
-    shortcuts: dict[str, Any] = {
-        "epochs": epochs,
-        "lr": lr,
-        "batch_size": batch_size,
-        "seed": seed,
-        "progress": progress,
-    }
-    cfg = dataclasses.replace(
-        config or TrainConfig(), **{k: v for k, v in shortcuts.items() if v is not None}
+    started = time.perf_counter()
+    training: dict[str, Any] = {
+        "epochs": epochs, "lr": lr, "batch_size": batch_size, "optimizer": optimizer, "schedule": schedule,
+        "warmup": warmup, "weight_decay": weight_decay, "label_smoothing": label_smoothing,
+        "grad_clip": grad_clip, "augment": _augment_name(augment),
+    }  # fmt: skip
+    chosen = get_recipe(recipe).replace(
+        head=head, freeze=freeze, feature_cache=feature_cache, feature_views=feature_views, **training
     )
-    parts = _resolve_data(data, split, cfg.seed)
+    run: dict[str, Any] = {"seed": seed, "progress": progress, "device": device, "precision": precision}
+    run |= {"num_workers": num_workers, "cache_dir": cache_dir, "label": name}
+    run = {k: v for k, v in run.items() if v is not None}
+    if config is None:
+        cfg = chosen.train_config(**run)
+    else:  # the caller's full config instead of the recipe's training fields; arguments still win
+        cfg = dataclasses.replace(config, **{k: v for k, v in training.items() if v is not None}, **run)
+    splits = resolve_splits(data, split=split, seed=cfg.seed, limit=limit)
     torch.manual_seed(cfg.seed)  # the new head's initial weights
-    model = create_model(backbone, parts["train"].classes, head=head, weights=weights, input_spec=input_spec)
+    model = create_model(
+        backbone,
+        splits.classes,
+        head=chosen.head,
+        weights=weights,
+        input_spec=input_spec,
+        num_features=num_features,
+    )
     if input_size is not None:
         model = _resized(model, input_size)
-    path = Path(out) if out is not None else default_model_path(backbone)
-    monitor = "val_loss" if "val" in parts else "train_loss"
+    path = Path(out) if out is not None else default_model_path(model.config.backbone)
+    files = run_files(path)
+    if is_main_process():
+        splits.save(files["split"])
+    monitor = "val_loss"
     saver = ModelCheckpoint(path, monitor=monitor)
-    stopper = [EarlyStopping(monitor=monitor, patience=patience)] if patience is not None else []
-    trainer = Trainer(cfg, freeze=freeze, callbacks=[saver, *stopper, *callbacks], state_path=state_path)
-    history = trainer.fit(model, parts["train"], parts.get("val"), resume=resume)
+    extra: list[Callback] = [CSVLogger(files["metrics"])]
+    if patience is not None:
+        extra.append(EarlyStopping(monitor=monitor, patience=patience))
+    if cfg.progress:
+        extra.append(ProgressPrinter(stream, label=cfg.label))
+    if tensorboard is not None:
+        extra.append(TensorBoardLogger(tensorboard))
+    trainer = Trainer(cfg, freeze=chosen.freeze, callbacks=[saver, *extra, *callbacks], state_path=state_path)
+    use_cache = _feature_cache(chosen, trainer, model, explicit=feature_cache)
+    if cfg.progress and is_main_process():
+        print(
+            f"{cfg.label + ': ' if cfg.label else ''}{chosen}; split {splits.describe()}",
+            file=stream or sys.stdout,
+        )
+    fit_started = time.perf_counter()
+    if use_cache:
+        history = fit_with_feature_cache(
+            trainer, model, splits["train"], splits["val"], views=chosen.feature_views, resume=resume
+        )
+    else:
+        history = trainer.fit(model, splits["train"], splits["val"], resume=resume)
+    fit_seconds = time.perf_counter() - fit_started
     # e.g. every validation loss was NaN: still save what we have (one writer under torchrun)
     if saver.best_epoch is None and is_main_process():
         save_model(model, path, metrics=history.records[-1].to_dict() if history.records else {})
-    test = trainer.evaluate(model, parts["test"]) if "test" in parts else None
+    test = trainer.evaluate(model, splits["test"]) if "test" in splits else None
     if test is not None:
-        log.info("test: loss %.4f  accuracy %.4f  (n=%d)", test.loss, test.accuracy, test.n)
+        line = f"test: loss {test.loss:.4f}  accuracy {test.accuracy:.4f}  (n={test.n})"
+        log.info("%s", line)
+        if cfg.progress and is_main_process():
+            print(
+                f"{'[' + cfg.label + '] ' if cfg.label else ''}{line}", file=stream or sys.stdout, flush=True
+            )
+    epoch_seconds = sum(r.seconds for r in history.records if not math.isnan(r.seconds))
     return FinetuneResult(
-        model=model.eval(), history=history, path=path, test=test, splits=parts, best_epoch=saver.best_epoch
+        model=model.eval(),
+        history=history,
+        path=path,
+        test=test,
+        splits=dict(splits.parts),
+        best_epoch=saver.best_epoch,
+        recipe=chosen,
+        seconds=time.perf_counter() - started,
+        feature_seconds=max(0.0, fit_seconds - epoch_seconds) if use_cache else 0.0,  # the one-off pass
+        files=files,
+        skipped_files=splits.skipped,
     )
+
+
+def _augment_name(augment: bool | str | None) -> str | None:
+    if augment is None:
+        return None
+    if augment is True:
+        return "flip"
+    if augment is False:
+        return "none"
+    return augment
+
+
+def _feature_cache(recipe: Recipe, trainer: Trainer, model: TransferModel, *, explicit: bool | None) -> bool:
+    """Whether to train on cached features: the recipe asks and the freeze policy allows it."""
+    if not recipe.feature_cache:
+        return False
+    try:
+        frozen_stages(resolve_freeze(recipe.freeze), model)
+    except ConfigError:
+        if explicit:  # asked for by the caller, not just inherited from the recipe: say why not
+            raise
+        log.info("feature cache off: freeze policy %r trains the backbone", recipe.freeze)
+        return False
+    if trainer.dist.enabled:
+        log.info("feature cache off under torchrun: each rank trains on images")
+        return False
+    return True
 
 
 def _resized(model: TransferModel, size: int | tuple[int, int]) -> TransferModel:

@@ -33,36 +33,16 @@ from typing import Any
 
 import torch
 
+from ..data import SPLIT_FILE
 from ..errors import ConfigError, EnsembleNetError, TrainingError
-from ..scoring import Evaluation
-from ..training import History, TrainConfig
 from ._finetune import file_stem, finetune
+from ._recipes import Recipe, get_recipe
+from ._splits import resolve_splits
+from ._trained import MemberResult, TrainedEnsemble
 
 __all__ = ["MemberResult", "member_paths", "train_ensemble"]
 
 log = logging.getLogger("ensemblenet.api")
-
-
-@dataclass(frozen=True)
-class MemberResult:
-    """One trained member: where its best model is, and how training went.
-
-    Attributes:
-        name: the member's name (from its backbone, made unique).
-        path: its best checkpoint (load with :func:`~ensemblenet.load_model`, or pass all paths to
-            :meth:`~ensemblenet.Ensemble.from_checkpoints`).
-        history: per-epoch records.
-        test: the test-split evaluation, when the data has a test split.
-        device: where it trained.
-        seconds: wall time of its training, process start-up excluded.
-    """
-
-    name: str
-    path: Path
-    history: History
-    test: Evaluation | None
-    device: str
-    seconds: float
 
 
 @dataclass(frozen=True)
@@ -81,12 +61,16 @@ def _run(job: _Job) -> MemberResult:
         torch.set_num_threads(job.threads)
     kwargs = dict(job.kwargs)
     if job.device is not None:
-        kwargs["config"] = dataclasses.replace(kwargs.get("config") or TrainConfig(), device=job.device)
+        if kwargs.get("config") is not None:
+            kwargs["config"] = dataclasses.replace(kwargs["config"], device=job.device)
+        else:
+            kwargs["device"] = job.device
     started = time.perf_counter()
     try:
         result = finetune(**kwargs)
     finally:
         torch.set_num_threads(previous_threads)
+    config = result.model.config
     return MemberResult(
         name=job.name,
         path=result.path,
@@ -94,6 +78,11 @@ def _run(job: _Job) -> MemberResult:
         test=result.test,
         device=str(next(result.model.parameters()).device),
         seconds=time.perf_counter() - started,
+        feature_seconds=result.feature_seconds,
+        backbone=config.backbone,
+        weights=config.weights,
+        weights_source=config.weights_source,
+        best_epoch=result.best_epoch,
     )
 
 
@@ -120,6 +109,7 @@ def _jobs(
     out_dir: Path,
     threads: int | None,
     devices: Sequence[str] | None,
+    resume: bool = False,
 ) -> list[_Job]:
     jobs: list[_Job] = []
     used: set[str] = set()
@@ -131,9 +121,17 @@ def _jobs(
                 f"ensemble member {i} is {member!r}; give a backbone name or a mapping of finetune() "
                 "arguments with a 'backbone' key, e.g. {'backbone': 'torchvision:resnet18', 'seed': 1}"
             )
-        kwargs = {**common, **member, "data": data}
-        name = _unique_name(str(kwargs["backbone"]), used)
+        # Member i seeds its head and shuffling with seed + i unless it names its own (the split
+        # uses the common seed, so every member sees the same images): as `train-ensemble` does.
+        kwargs = {**common, "seed": int(common.get("seed") or 0) + i, **member, "data": data}
+        backbone = kwargs["backbone"]
+        name = _unique_name(backbone if isinstance(backbone, str) else type(backbone).__name__, used)
         kwargs.setdefault("out", out_dir / f"{name}.pt")
+        kwargs.setdefault("name", name)  # progress bars and epoch lines say which member trains
+        out = Path(kwargs["out"])
+        state = Path(kwargs.setdefault("state_path", out.with_name(out.stem + ".state.pt")))
+        if resume and state.is_file():
+            kwargs.setdefault("resume", state)
         device = devices[i % len(devices)] if devices else None
         jobs.append(_Job(index=i, name=name, kwargs=kwargs, threads=threads, device=device))
     return jobs
@@ -147,26 +145,34 @@ def train_ensemble(
     threads: int | None = None,
     devices: Sequence[str] | None = None,
     out_dir: str | os.PathLike[str] = "runs",
+    resume: bool = False,
     **common: Any,
-) -> list[MemberResult]:
+) -> TrainedEnsemble:
     """Fine-tune every member on ``data`` and save each one's best model, ``parallel`` at a time.
 
     Args:
         members: backbone names, or mappings of :func:`~ensemblenet.finetune` arguments (a
             ``"backbone"`` key required), e.g. ``[{"backbone": "torchvision:resnet18", "seed": 1}, ...]``.
         data: what :func:`~ensemblenet.finetune` takes (a folder, or train/val[/test] folders or
-            Samples); every member sees the same split.
+            Samples); it is split once (with the common ``seed`` and ``split``), so every member
+            sees the same split, which is saved to ``out_dir/split.json``.
         parallel: how many members train at once. 1 trains them one after another in this process;
             more starts that many worker processes (``spawn``), one member per process.
         threads: ``torch.set_num_threads`` for each member; default: all cores when sequential (the
             current setting), ``max(1, cores // parallel)`` when parallel.
         devices: e.g. ``["cuda:0", "cuda:1"]``: member *i* trains on ``devices[i % len(devices)]``.
-        out_dir: where ``<backbone>.pt`` checkpoints go, unless a member gives its own ``out``.
+        out_dir: where ``<backbone>.pt`` checkpoints go (e.g. ``torchvision_mobilenet_v2.pt``),
+            unless a member gives its own ``out``.
+        resume: continue members from the resumable states they keep beside their models
+            (``<name>.state.pt``), e.g. after an interrupted run; members without one start afresh.
         **common: :func:`~ensemblenet.finetune` arguments for every member (a member's own win),
-            e.g. ``epochs=2, weights=None, freeze="bn_only"``.
+            e.g. ``epochs=2, weights=None, freeze="bn_only"``. ``seed`` seeds the split; member *i*
+            seeds its head and shuffling with ``seed + i`` unless it gives its own.
 
     Returns:
-        One :class:`MemberResult` per member, in the order of ``members``.
+        A :class:`~ensemblenet.api.TrainedEnsemble`: one :class:`MemberResult` per member, in the
+        order of ``members`` (it is a list), with the split and recipe, and methods to combine the
+        members on the validation split (``.ensemble()``) and report on the test split (``.report()``).
 
     Raises:
         ConfigError: a bad ``parallel``, ``threads`` or member.
@@ -184,16 +190,28 @@ def train_ensemble(
     if not members:
         raise ConfigError("train_ensemble needs at least one member")
     workers = min(parallel, len(members))
+    common = dict(common)
+    split, limit = common.pop("split", ()) or (), common.pop("limit", None)
+    recipe = _common_recipe(common)
     if workers > 1:
         threads = threads or max(1, (os.cpu_count() or 1) // workers)
         common = {"progress": False, **common}  # interleaved progress bars from several processes help no one
-    jobs = _jobs(members, data, common, Path(out_dir), threads, devices)
+    jobs = _jobs(members, None, common, Path(out_dir), threads, devices, resume)  # checks the members
+    splits = resolve_splits(data, split=split, seed=int(common.get("seed") or 0), limit=limit)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    splits.save(Path(out_dir) / SPLIT_FILE)
+    for job in jobs:
+        job.kwargs["data"] = splits  # every member trains and validates on exactly these files
+
+    def done(results: list[MemberResult]) -> TrainedEnsemble:
+        return TrainedEnsemble(results, splits=splits, recipe=recipe, out_dir=Path(out_dir))
+
     if workers == 1:
         results = []
         for job in jobs:
             log.info("training member %d/%d: %s", job.index + 1, len(jobs), job.name)
             results.append(_guarded(job, lambda job=job: _run(job)))
-        return results
+        return done(results)
 
     log.info("training %d members, %d at a time, %d thread(s) each", len(jobs), workers, threads)
     context = multiprocessing.get_context("spawn")
@@ -203,11 +221,20 @@ def train_ensemble(
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, **fresh) as pool:
         futures: list[Future[MemberResult]] = [pool.submit(_run, job) for job in jobs]
         try:
-            return [_guarded(job, future.result) for job, future in zip(jobs, futures, strict=True)]
+            return done([_guarded(job, future.result) for job, future in zip(jobs, futures, strict=True)])
         except BaseException:
             for future in futures:
                 future.cancel()
             raise
+
+
+def _common_recipe(common: dict[str, Any]) -> Recipe:
+    """The recipe every member follows unless it overrides it: ``recipe=`` with the common overrides."""
+    fields = Recipe.__dataclass_fields__
+    overrides = {k: v for k, v in common.items() if k in fields and k != "name"}
+    if "augment" in overrides and isinstance(overrides["augment"], bool):
+        overrides["augment"] = "flip" if overrides["augment"] else "none"
+    return get_recipe(common.get("recipe")).replace(**overrides)
 
 
 def _guarded(job: _Job, get: Any) -> MemberResult:

@@ -12,8 +12,8 @@ safe to write (not a folder, not one of its inputs, not an existing file without
 and locks them against a second command writing them at the same time (see ``cli/_guards.py``).
 
 >>> from ensemblenet.cli import build_parser
->>> build_parser().parse_args(["train", "data/", "--backbone", "torchvision:resnet18"]).epochs
-2
+>>> build_parser().parse_args(["train", "data/", "--backbone", "torchvision:resnet18"]).recipe
+'fast'
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def _configure_logging(verbose: int, quiet: bool, stream: IO[str]) -> logging.Ha
     )
     root = logging.getLogger("ensemblenet")
     root.addHandler(handler)
+    handler.previous_level = root.level  # type: ignore[attr-defined]  # restored when the command ends
     root.setLevel(level)
     return handler
 
@@ -103,6 +104,7 @@ def main(
         return EXIT_ERROR
     finally:
         logging.getLogger("ensemblenet").removeHandler(handler)
+        logging.getLogger("ensemblenet").setLevel(handler.previous_level)  # type: ignore[attr-defined]
         stderr.flush()
         with contextlib.suppress(BrokenPipeError):  # e.g. '| head' closed the pipe early
             stdout.flush()

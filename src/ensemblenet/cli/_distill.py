@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..api import default_student_path, distill
+from ..data import load_split
 from ..errors import ConfigError
 from ._console import EXIT_OK, Console, _floats, _positive_int, _weights_arg
 from ._loading import _load_ensemble
@@ -27,16 +28,24 @@ def add_distill_command(sub: Any, common: argparse.ArgumentParser, models_option
             "cross-entropy on the true labels). The best epoch by validation log-loss is saved as an\n"
             "ordinary model file; the ensemble, its members and the student are then scored on the same\n"
             "validation (or --test) images, with their agreement and prediction times.\n"
-            "Use the split the members were trained with (same DATA, --split and --seed, or --val),\n"
-            "so that the student never learns from validation or test images."
+            "Use the split the members were trained with (--run RUN_DIR reads their split.json; or the\n"
+            "same DATA, --split and --seed), so that the student never learns from held-out images."
         ),
         epilog=(
-            "example:\n  ensemblenet distill -m runs/ens.ens data/train --student timm:tf_efficientnet_lite0 "
+            "examples:\n  ensemblenet distill -m runs/ens/ensemble.pt --run runs/ens --out runs/student.pt\n"
+            "  ensemblenet distill -m runs/ens.ens data/train --student timm:tf_efficientnet_lite0 "
             "--out runs/student.pt"
         ),
     )
     models_options(parser)
-    parser.add_argument("data", help="training image folder (split into train/val unless --val is given)")
+    parser.add_argument(
+        "data", nargs="?", help="training image folder (split into train/val unless --val is given)"
+    )
+    parser.add_argument(
+        "--run",
+        metavar="RUN_DIR",
+        help="use the split the members were trained on (the split.json in RUN_DIR) instead of DATA",
+    )
     parser.add_argument("--val", help="a separate validation folder with the same class sub-folders")
     parser.add_argument("--test", help="a separate test folder to score on (default: score on validation)")
     parser.add_argument(
@@ -83,12 +92,21 @@ def add_distill_command(sub: Any, common: argparse.ArgumentParser, models_option
 
 def _cmd_distill(args: argparse.Namespace, con: Console) -> int:
     teacher = _load_ensemble(args.model, args.strategy, args.weights, args.tta, trust_code=args.trust_code)
-    if args.test and args.val is None:
+    data: Any
+    if (args.run is None) == (args.data is None):
+        raise ConfigError(
+            "give the training images as DATA (a folder) or --run RUN_DIR (the members' saved split), "
+            "not both and not neither"
+        )
+    if args.run is not None:
+        data = load_split(args.run)  # re-hashes the held-out files: evaluation on the very same images
+    elif args.test and args.val is None:
         raise ConfigError(
             f"--test {args.test} needs --val too (with one folder, DATA is split into train and val "
             "by --split and the scores are on val); pass --val VAL_FOLDER"
         )
-    data: Any = args.data if args.val is None else tuple(p for p in (args.data, args.val, args.test) if p)
+    else:
+        data = args.data if args.val is None else tuple(p for p in (args.data, args.val, args.test) if p)
     out = Path(args.out) if args.out else default_student_path(args.student)
     con.note(f"distilling {len(teacher.members)} member(s) into {args.student}")
     result = distill(

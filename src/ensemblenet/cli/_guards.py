@@ -71,11 +71,18 @@ def _outputs(args: argparse.Namespace) -> tuple[list[tuple[Path, str]], list[Pat
         out_dir = Path(args.out_dir)
         if out_dir.exists() and not out_dir.is_dir():
             raise ConfigError(f"--out-dir {out_dir} is a file, not a folder; choose a folder for the members")
-        paths = member_paths(args.backbone, out_dir)
-        return [(p, "--out-dir") for p in paths], [Path(args.data)], set()
+        paths = [*member_paths(args.backbone, out_dir), out_dir / "ensemble.pt"]
+        # --resume continues the members of this folder: their models and states may exist.
+        resumable = (
+            {_key(p) for m in paths for p in (m, _state_path_for(m))}
+            if getattr(args, "resume", False)
+            else set()
+        )
+        inputs = [Path(p) for p in (args.data, args.val, args.test) if p]
+        return [(p, "--out-dir") for p in paths], inputs, resumable
     if command == "distill":
         out = Path(args.out) if args.out else default_student_path(args.student)
-        inputs = models + [Path(p) for p in (args.data, args.val, args.test) if p]
+        inputs = models + [Path(p) for p in (args.data, args.val, args.test, args.run) if p]
         outputs = [(out, "--out")] + ([(Path(args.report), "--report")] if args.report else [])
         if args.report and _key(Path(args.report)) == _key(out):
             raise ConfigError(f"--out and --report are the same file ({out}); give them different names")
@@ -84,6 +91,8 @@ def _outputs(args: argparse.Namespace) -> tuple[list[tuple[Path, str]], list[Pat
     if output is None:
         return [], [], set()
     option = "--output" if command == "predict" else "--out"
+    if command == "report" and Path(output).suffix.lower() != ".json":
+        option = "--out DIR"  # a report folder: an existing one is replaced only with --overwrite
     inputs = models + [Path(p) for p in getattr(args, "inputs", [])]
     return [(Path(output), option)], inputs, set()
 
@@ -102,7 +111,7 @@ def _check_output(
                 f"{option} {path} is also an input of this command; writing it would destroy that input. "
                 "Choose another output file"
             )
-    if path.is_dir():
+    if path.is_dir() and option != "--out DIR":
         raise ConfigError(
             f"{option} {path} is an existing folder; name a file (a new one, or one to replace)"
         )

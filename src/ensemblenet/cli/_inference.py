@@ -14,18 +14,18 @@ from typing import IO
 from tqdm.auto import tqdm
 
 from ..data import list_image_files
+from ..ensemble import OnnxPredictor
 from ..errors import ConfigError
 from ._console import EXIT_OK, Console
-from ._loading import _device, _load_ensemble
+from ._loading import _device, _held_out_data, _load_ensemble
 
 log = logging.getLogger("ensemblenet.cli")  # the CLI's one logger name, whichever module logs
 
 
 def _cmd_evaluate(args: argparse.Namespace, con: Console) -> int:
+    data = _held_out_data(args, "evaluate")
     ensemble = _load_ensemble(args.model, args.strategy, args.weights, args.tta, trust_code=args.trust_code)
-    result = ensemble.evaluate(
-        str(args.data), batch_size=args.batch_size, device=_device(args), progress=not con.quiet
-    )
+    result = ensemble.evaluate(data, batch_size=args.batch_size, device=_device(args), progress=not con.quiet)
     con.say(str(result))
     con.result({"command": "evaluate", "models": list(args.model), **result.to_dict()})
     return EXIT_OK
@@ -107,18 +107,34 @@ def _chunks(items: Sequence[Path], size: int) -> Iterator[list[Path]]:
 
 def _cmd_predict(args: argparse.Namespace, con: Console) -> int:
     fmt = args.format or ("json" if args.json else "csv")
-    ensemble = _load_ensemble(args.model, args.strategy, args.weights, args.tta, trust_code=args.trust_code)
+    onnx = [m for m in args.model if str(m).lower().endswith(".onnx")]
+    if onnx and (len(args.model) > 1 or args.strategy or args.weights or args.tta):
+        raise ConfigError(
+            f"{onnx[0]} is an exported ONNX file: pass it alone (-m FILE.onnx); its members, combination and "
+            "test-time augmentation are inside it"
+        )
+    predictor = OnnxPredictor(onnx[0]) if onnx else None
+    ensemble = (
+        None
+        if predictor
+        else _load_ensemble(args.model, args.strategy, args.weights, args.tta, trust_code=args.trust_code)
+    )
+    classes = predictor.classes if predictor else ensemble.classes  # type: ignore[union-attr]
     files = _expand_inputs(args.inputs)
     stream: IO[str]
     stream = open(args.output, "w", encoding="utf-8", newline="") if args.output else con.stdout  # noqa: SIM115
     unreadable = 0
     try:
-        writer = _RowWriter(stream, fmt, ensemble.classes)
+        writer = _RowWriter(stream, fmt, classes)
         with tqdm(total=len(files), desc="predict", unit="img", disable=con.quiet, file=con.stderr) as bar:
             for chunk in _chunks(files, args.batch_size):
-                probs = ensemble.predict_proba(
-                    chunk, batch_size=args.batch_size, device=_device(args), progress=False
-                )
+                if predictor is not None:
+                    probs = predictor.predict_proba(chunk)
+                else:
+                    assert ensemble is not None  # one of the two was loaded above
+                    probs = ensemble.predict_proba(
+                        chunk, batch_size=args.batch_size, device=_device(args), progress=False
+                    )
                 for path, row in zip(chunk, probs.tolist(), strict=True):
                     writer.write(path, row)
                     unreadable += any(math.isnan(p) for p in row)

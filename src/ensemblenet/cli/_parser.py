@@ -6,6 +6,7 @@ import argparse
 from typing import NoReturn
 
 from .._version import __version__
+from ..api import COMBINE_CHOICES, DEFAULT_RECIPE, list_recipes
 from ._console import EXIT_USAGE, _floats, _positive_int, _weights_arg
 from ._distill import add_distill_command
 from ._ensemble_commands import _cmd_ensemble, _cmd_export, _cmd_report
@@ -74,35 +75,88 @@ def _models_options(parser: argparse.ArgumentParser, *, positional: bool = False
 
 
 def _training_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by 'train' and 'train-ensemble': data, split, starting weights and the recipe."""
-    parser.add_argument("data", help="training image folder (split into train/val unless --val is given)")
-    parser.add_argument("--val", help="a separate validation folder with the same class sub-folders")
-    parser.add_argument(
+    """Options shared by 'train' and 'train-ensemble', mapped one to one onto finetune()'s arguments.
+
+    Training settings default to None: the recipe's value (see 'ensemblenet train --help').
+    """
+    data = parser.add_argument_group("data and split")
+    data.add_argument(
+        "data", help="training image folder (cut into train/val/test, or train/val with --test or --val)"
+    )
+    data.add_argument("--val", help="a separate validation folder with the same class sub-folders")
+    data.add_argument("--test", help="a separate test folder (e.g. hymenoptera/val); reported after training")
+    data.add_argument(
         "--split",
         type=_floats,
-        default=[0.8, 0.2],
-        metavar="F1,F2",
-        help="train,val fractions (default 0.8,0.2)",
+        default=None,
+        metavar="F1,F2[,F3]",
+        help="fractions to cut DATA into train,val[,test] (default 0.64,0.18,0.18; with --test: 0.78,0.22)",
     )
-    parser.add_argument(
+    data.add_argument(
+        "--limit", type=_positive_int, help="train on a stratified subsample of N training images"
+    )
+    data.add_argument(
+        "--seed", type=int, default=0, help="seed of the split, head, shuffling, augmentation (default 0)"
+    )
+    recipe = parser.add_argument_group("recipe (each option overrides the recipe's value)")
+    recipe.add_argument(
+        "--recipe",
+        default=DEFAULT_RECIPE,
+        metavar="NAME",
+        help=f"{', '.join(list_recipes())} (default {DEFAULT_RECIPE}; see docs/recipes.rst)",
+    )
+    recipe.add_argument(
         "--weights",
         type=_weights_arg,
         default="DEFAULT",
         help="starting weights: DEFAULT, a weights name, a local file, or none (random init)",
     )
-    parser.add_argument(
-        "--head", default="mlp", help="linear or mlp (default: mlp, Linear(n,512)->Linear(512,C))"
+    recipe.add_argument("--head", help="linear or mlp (Linear(n,512)->Linear(512,C))")
+    recipe.add_argument("--freeze", help="head_only, bn_only, none, freeze_unfreeze, freeze_stages")
+    recipe.add_argument("--epochs", type=_positive_int)
+    recipe.add_argument("--lr", type=float)
+    recipe.add_argument("--optimizer", help="adam, adamw, sgd")
+    recipe.add_argument("--schedule", help="constant, cosine, linear")
+    recipe.add_argument("--warmup", type=float, help="fraction of the steps with a linear warm-up")
+    recipe.add_argument("--weight-decay", type=float)
+    recipe.add_argument("--label-smoothing", type=float)
+    recipe.add_argument("--grad-clip", type=float, help="maximum gradient norm")
+    recipe.add_argument(
+        "--augment",
+        nargs="?",
+        const="flip",
+        help="none, flip (also --augment alone), light (flip + random resized crop), strong (+ TrivialAug)",
     )
-    parser.add_argument(
-        "--freeze", default="bn_only", help="bn_only (default), head_only, none, freeze_unfreeze"
-    )
-    parser.add_argument("--epochs", type=_positive_int, default=2, help="default: 2")
-    parser.add_argument("--lr", type=float, default=1e-3, help="default: 1e-3")
+    cache = recipe.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--feature-cache", dest="feature_cache", action="store_const", const=True, default=None,
+        help="train the head on frozen features computed once (head_only or freeze_stages)",
+    )  # fmt: skip
+    cache.add_argument("--no-feature-cache", dest="feature_cache", action="store_const", const=False)
+    recipe.add_argument("--feature-views", type=int, help="augmented views per image in the feature cache")
+    run = parser.add_argument_group("run")
+    run.add_argument("--size", type=_positive_int, help="square input size instead of the backbone's own")
+    run.add_argument("--patience", type=int, help="stop after N epochs without a better validation loss")
+    run.add_argument("--num-workers", type=int, help="DataLoader worker processes (default 0)")
+    run.add_argument("--precision", help="auto (bf16 on CUDA), fp32, bf16")
+    run.add_argument("--cache-dir", help="decoded-image cache folder (decode and resize each image once)")
+    run.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard scalars here")
 
 
-def _run_options(parser: argparse.ArgumentParser, batch_size: int = 32) -> None:
-    parser.add_argument("--batch-size", type=_positive_int, default=batch_size, help=f"default: {batch_size}")
+def _run_options(parser: argparse.ArgumentParser, batch_size: int | None = 32) -> None:
+    default = "the recipe's" if batch_size is None else batch_size
+    parser.add_argument("--batch-size", type=_positive_int, default=batch_size, help=f"default: {default}")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+
+
+def _data_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("data", nargs="?", help=f"{what} (or --split)")
+    parser.add_argument(
+        "--split",
+        nargs=2,
+        metavar=("PART", "RUN_DIR"),
+        help="a run's saved split instead of DATA: test RUN_DIR or val RUN_DIR (the folder of split.json)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,31 +179,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tune one model (an ensemble member) on an image folder",
         description=(
             "Fine-tune a pretrained backbone with a new head on an image folder (one sub-folder per\n"
-            "class, or Kaggle's flat cat.1.jpg layout) and save the best model by validation loss.\n"
-            "A resumable state is written before the first epoch and after every epoch; a run that\n"
-            "was killed or interrupted continues with --resume STATE and reaches the same weights."
+            "class, or Kaggle's flat cat.1.jpg layout) with a recipe, and save the best model by\n"
+            "validation loss, with its split (<out stem>.split.json: every file and its sha256) and\n"
+            "metrics.csv beside it. The epoch table is printed as each epoch ends. A resumable state\n"
+            "is written before the first epoch and after every epoch; a run that was killed or\n"
+            "interrupted continues with --resume STATE and reaches the same weights.\n"
+            "Same options and defaults as the finetune() function."
         ),
         epilog=(
             "example:\n  ensemblenet train data/dogs-vs-cats --backbone torchvision:mobilenet_v2 "
-            "--epochs 2 --out runs/mnv2.pt"
+            "--out runs/mnv2.pt\n  ensemblenet train hymenoptera/train --test hymenoptera/val "
+            "--backbone timm:tf_efficientnet_lite0 --recipe reference"
         ),
     )
     _training_options(train)
     train.add_argument(
         "--backbone", required=True, help="e.g. torchvision:resnet18, timm:tf_efficientnet_lite0"
     )
-    train.add_argument("--optimizer", default="adam", help="adam (default), adamw, sgd")
-    train.add_argument("--schedule", default="constant", help="constant (default), cosine, linear")
-    train.add_argument("--augment", action="store_true", help="random horizontal flips")
-    train.add_argument("--seed", type=int, default=0, help="seed for the head, split, shuffling (default 0)")
-    train.add_argument("--size", type=_positive_int, help="square input size instead of the backbone's own")
-    train.add_argument("--limit", type=_positive_int, help="train on a stratified subsample of N images")
-    train.add_argument("--patience", type=int, help="stop after N epochs without a better validation loss")
-    train.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes (default 0)")
     train.add_argument("--out", "-o", help="where the best model goes (default runs/<backbone>.pt)")
     train.add_argument("--state", help="resumable state file (default <out>.state.pt)")
     train.add_argument("--resume", metavar="STATE", help="continue an interrupted run from its state file")
-    _run_options(train)
+    _run_options(train, None)
     add_overwrite_option(train)
     train.set_defaults(func=_cmd_train)
 
@@ -159,19 +209,24 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
         help="fine-tune several ensemble members, several at a time (one process per member)",
         description=(
-            "Fine-tune one model per --backbone on the same image folder and split, --parallel N at a\n"
-            "time, each in its own process (CPU threads shared out, or one member per --devices entry).\n"
-            "Member i uses seed SEED+i; the checkpoints are identical to training the members one after\n"
-            "another with the same seeds and --threads. Combine them with 'ensemblenet ensemble'."
+            "Fine-tune one model per --backbone on the same image folder and split (saved once as\n"
+            "OUT_DIR/split.json), --parallel N at a time, each in its own process (CPU threads shared\n"
+            "out, or one member per --devices entry), then combine them as the recipe says (fitted on\n"
+            "the validation split) and save OUT_DIR/ensemble.pt. Same options and defaults as 'train'\n"
+            "and the train_ensemble() function; progress lines name the member. Member i uses seed\n"
+            "SEED+i for its head and shuffling; the split uses SEED."
         ),
         epilog=(
-            "example:\n  ensemblenet train-ensemble data/dogs-vs-cats --backbone torchvision:resnet18 "
-            "--backbone torchvision:resnet34 --parallel 2 --out-dir runs"
+            "example:\n  ensemblenet train-ensemble hymenoptera/train --test hymenoptera/val "
+            "--backbone torchvision:mobilenet_v2 --backbone timm:tf_efficientnet_lite0 --out-dir runs/ants\n"
+            "  ensemblenet report -m runs/ants/ensemble.pt --split test runs/ants --out runs/ants/report"
         ),
     )
     _training_options(tens)
     tens.add_argument("--backbone", action="append", required=True, help="a member's backbone (repeat)")
-    tens.add_argument("--seed", type=int, default=0, help="member i uses SEED+i (default 0)")
+    tens.add_argument(
+        "--resume", action="store_true", help="continue interrupted members from their state files in OUT_DIR"
+    )
     tens.add_argument("--parallel", type=_positive_int, default=1, help="members trained at once (default 1)")
     tens.add_argument("--threads", type=_positive_int, help="torch threads per member (default: cores/N)")
     tens.add_argument(
@@ -180,7 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="e.g. cuda:0,cuda:1: member i on device i",
     )
     tens.add_argument("--out-dir", default="runs", help="where <backbone>.pt files go (default runs)")
-    _run_options(tens)
+    tens.add_argument(
+        "--combine",
+        choices=COMBINE_CHOICES,
+        help="how the saved ensemble combines its members (default: the recipe's; fast: auto, chosen on val)",
+    )
+    _run_options(tens, None)
     add_overwrite_option(tens)
     tens.set_defaults(func=_cmd_train_ensemble)
 
@@ -193,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  ensemblenet evaluate -m runs/r18.pt -m runs/r34.pt data/test --json",
     )
     _models_options(evaluate)
-    evaluate.add_argument("data", help="labelled image folder (class sub-folders or Kaggle layout)")
+    _data_argument(evaluate, "labelled image folder (class sub-folders or Kaggle layout)")
     _run_options(evaluate, 64)
     evaluate.set_defaults(func=_cmd_evaluate)
 
@@ -223,11 +283,18 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         formatter_class=fmt,
         help="combine model files; fit member weights on a validation folder; save",
-        description="Build an ensemble from model files, optionally fit its weights on --val, and save it.",
-        epilog="example:\n  ensemblenet ensemble runs/r18.pt runs/r34.pt --val data/val --out runs/ens.pt",
+        description=(
+            "Build an ensemble from model files, optionally fit its weights on validation images\n"
+            "(--val FOLDER, or --split val RUN_DIR: the run's own validation split), and save it."
+        ),
+        epilog="example:\n  ensemblenet ensemble runs/r18.pt runs/r34.pt --split val runs --out runs/ens.pt",
     )
     _models_options(ensemble, positional=True)
-    ensemble.add_argument("--val", help="labelled validation folder to fit member weights on")
+    held = ensemble.add_mutually_exclusive_group()
+    held.add_argument("--val", help="labelled validation folder to fit member weights on")
+    held.add_argument(
+        "--split", nargs=2, metavar=("PART", "RUN_DIR"), help="a saved split part instead: val RUN_DIR"
+    )
     ensemble.add_argument(
         "--calibrate", action="store_true", help="also fit temperatures (members and ensemble) on --val"
     )
@@ -248,14 +315,21 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
         help="scores, diversity and significance of an ensemble on a labelled folder",
         description=(
-            "Report accuracy (with bootstrap intervals), log-loss, calibration (ECE, Brier), member\n"
-            "diversity and whether the ensemble beats its best member (paired bootstrap, McNemar)."
+            "Report accuracy (with bootstrap intervals), log-loss, calibration (ECE, Brier), per-class\n"
+            "precision/recall/F1, confusion matrices, member diversity and whether the ensemble beats\n"
+            "its best member (paired bootstrap, McNemar). --out DIR writes report.md, report.json and\n"
+            "the figures there (what EnsembleReport.save writes)."
         ),
-        epilog="example:\n  ensemblenet report -m runs/ens.pt data/test -o report.json",
+        epilog=(
+            "example:\n  ensemblenet report -m runs/ants/ensemble.pt --split test runs/ants "
+            "--out runs/ants/report"
+        ),
     )
     _models_options(report)
-    report.add_argument("data", help="labelled image folder")
-    report.add_argument("--out", "-o", help="also write the report here (.json: JSON, else the text table)")
+    _data_argument(report, "labelled image folder")
+    report.add_argument(
+        "--out", "-o", help="a folder for report.md, report.json and figures (a .json file: the JSON only)"
+    )
     report.add_argument("--n-resamples", type=_positive_int, default=10_000, help="bootstrap resamples")
     report.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     _run_options(report, 64)

@@ -13,39 +13,66 @@ The steps, each in its own module: scanning a folder into :class:`Samples` (path
 deterministic stratified splits; safe decoding (:func:`load_image`, one bad file never ends a
 run); a :class:`View` per backbone (the one resize table); :class:`ImageDataset` and
 :func:`make_loader` (one ``uint8`` tensor per distinct view, unreadable files skipped and
-counted); and the on-disk :class:`DecodedCache` of decoded pixels.
+counted); the on-disk :class:`DecodedCache` of decoded pixels; training-time augmentation presets
+(:func:`resolve_augment`); and a run's split saved with the hash of every file
+(:func:`save_split`, :func:`check_disjoint`), so held-out images stay held out.
 """
 
+from ._augment import AUGMENTATIONS, Augmentation, AugmentLike, resolve_augment
 from ._dataset import ImageDataset, Item, Skipped, ViewLike
 from ._decode import FORMATS, UnreadableImageError, check_image, load_image
 from ._decoded_cache import CACHE_VERSION, DecodedCache, file_stamp
 from ._loader import Batch, collate, make_loader
 from ._samples import DEFAULT_SPLIT, Samples, describe_skipped, split_samples
 from ._scan import IMAGE_EXTENSIONS, LAYOUTS, list_image_files, scan_folder
+from ._split_file import (
+    SPLIT_FILE,
+    SPLIT_FORMAT,
+    SavedSplit,
+    check_disjoint,
+    file_hashes,
+    file_sha256,
+    find_split_file,
+    load_split,
+    save_split,
+)
 from ._views import View
 
 __all__ = [
+    "AUGMENTATIONS",
     "CACHE_VERSION",
     "DEFAULT_SPLIT",
     "FORMATS",
     "IMAGE_EXTENSIONS",
     "LAYOUTS",
+    "SPLIT_FILE",
+    "SPLIT_FORMAT",
+    "AugmentLike",
+    "Augmentation",
     "Batch",
     "DecodedCache",
     "ImageDataset",
     "Item",
     "Samples",
+    "SavedSplit",
     "Skipped",
     "UnreadableImageError",
     "View",
     "ViewLike",
+    "check_disjoint",
     "check_image",
     "collate",
     "describe_skipped",
+    "file_hashes",
+    "file_sha256",
     "file_stamp",
+    "find_split_file",
     "list_image_files",
     "load_image",
+    "load_split",
     "make_loader",
+    "resolve_augment",
+    "save_split",
     "scan_folder",
     "split_samples",
 ]

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
 from ..spec import InputSpec
+from ._augment import Augmentation, AugmentLike, resolve_augment
 from ._decode import UnreadableImageError, load_image
 from ._decoded_cache import DecodedCache, file_stamp
 from ._samples import Samples
@@ -63,10 +63,12 @@ class ImageDataset(Dataset[Item]):
     :attr:`views`, or :class:`Skipped` when the file cannot be decoded (logged as a WARNING):
     one bad file must not end an epoch.
 
-    With ``augment=True`` the decoded image is flipped left-right with probability 0.5, once for
-    all views (so every member sees the same picture). The coin comes from torch's RNG: in
-    DataLoader workers it is seeded from the loader's generator; with ``num_workers=0`` it is the
-    global RNG, so seed it with ``torch.manual_seed`` for reproducible flips.
+    ``augment`` is a preset of :mod:`ensemblenet.data` (``"flip"``, ``"light"``, ``"strong"``;
+    ``True`` means ``"flip"``), applied to the resized ``uint8`` views with the same random draws
+    for every view (so every member sees the same picture), after the decoded-image cache. The
+    draws come from torch's RNG: in DataLoader workers it is seeded from the loader's generator;
+    with ``num_workers=0`` it is the global RNG, so seed it with ``torch.manual_seed`` for
+    reproducible augmentation.
     """
 
     def __init__(
@@ -74,7 +76,7 @@ class ImageDataset(Dataset[Item]):
         samples: Samples,
         views: ViewLike | Sequence[ViewLike],
         *,
-        augment: bool = False,
+        augment: AugmentLike = False,
         cache: DecodedCache | str | os.PathLike[str] | None = None,
         fast_decode: bool = False,
     ) -> None:
@@ -82,7 +84,7 @@ class ImageDataset(Dataset[Item]):
             raise ConfigError(f"ImageDataset needs a Samples (see scan_folder), got {type(samples).__name__}")
         self.samples = samples
         self.views: tuple[View, ...] = _as_views(views)
-        self.augment = bool(augment)
+        self.augmentation: Augmentation | None = resolve_augment(augment)
         self.fast_decode = bool(fast_decode)
         if cache is not None and not isinstance(cache, DecodedCache):
             cache = DecodedCache(cache)
@@ -121,9 +123,9 @@ class ImageDataset(Dataset[Item]):
         except UnreadableImageError as exc:
             logger.warning("skipping image %s: %s", path, exc.reason)
             return Skipped(index, exc.reason)
-        if self.augment and bool(torch.rand(()) < 0.5):
-            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         tensors = tuple(view.apply(image) for view in self.views)
+        if self.augmentation is not None:
+            tensors = self.augmentation(tensors)
         return tensors, self.samples.labels[index], index
 
     def _draft_size(self) -> tuple[int, int] | None:
@@ -135,9 +137,8 @@ class ImageDataset(Dataset[Item]):
     def _cached_item(self, index: int) -> Item:
         """``self[index]`` read through the caches: decode only the views that miss.
 
-        The flip for ``augment=True`` is drawn exactly as in the uncached path (one ``torch.rand`` per
-        readable image) and applied to the ``uint8`` tensors: a left-right flip commutes with the
-        resize, so the pixels equal flipping before resizing (see the tests).
+        Augmentation is drawn and applied exactly as in the uncached path, to the same ``uint8``
+        tensors (a cache hit returns the pixels that resizing returned when it was stored).
         """
         caches = self._view_caches or ()
         path = self.samples.paths[index]
@@ -161,6 +162,6 @@ class ImageDataset(Dataset[Item]):
                     cache.store(index, stamp, pixels)
                     found[v] = pixels
         tensors = tuple(t for t in found if isinstance(t, torch.Tensor))
-        if self.augment and bool(torch.rand(()) < 0.5):
-            tensors = tuple(t.flip(-1) for t in tensors)
+        if self.augmentation is not None:
+            tensors = self.augmentation(tensors)
         return tensors, self.samples.labels[index], index

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..errors import ConfigError
+from ._augment import AugmentLike
 from ._dataset import ImageDataset, Item, Skipped, ViewLike
 from ._samples import Samples
 from ._views import View
@@ -91,7 +92,7 @@ def make_loader(
     *,
     batch_size: int = 32,
     shuffle: bool = False,
-    augment: bool = False,
+    augment: AugmentLike = False,
     num_workers: int = 0,
     seed: int = 0,
     drop_last: bool = False,

@@ -4,7 +4,9 @@ Members may use different backbones with different input sizes and normalization
 decoded once per batch, resized once per distinct view, and each member normalizes its own input
 (:mod:`member inputs <ensemblenet.ensemble>`); a strategy from :mod:`ensemblenet.strategies`
 turns the members' probabilities into the ensemble's, and :mod:`ensemblenet.scoring` judges both.
-Test-time augmentation, one-file save/load and ONNX export live here too.
+Test-time augmentation, one-file save/load and ONNX export (a self-describing file, run by
+:class:`OnnxPredictor`) live here too. :meth:`Ensemble.predict` returns :class:`Predictions`:
+class names with probabilities.
 
 >>> from ensemblenet import Ensemble
 >>> ensemble = Ensemble.from_checkpoints(["resnet18.pt", "resnet34.pt"])  # doctest: +SKIP
@@ -18,7 +20,8 @@ from ._ensemble import Ensemble, load_ensemble
 from ._files import ENSEMBLE_FORMAT, ENSEMBLE_FORMAT_VERSION, SavedEnsemble, read_ensemble, save_ensemble
 from ._inputs import Data, MemberInputs, labelled_probas, readable_rows, run_members, to_inputs
 from ._members import EnsembleParts, check_fitted, check_members, combine_probas
-from ._onnx import EnsembleGraph, export_onnx, run_onnx
+from ._onnx import EnsembleGraph, OnnxPredictor, export_onnx, onnx_metadata, run_onnx
+from ._predictions import Prediction, Predictions
 from ._tta import TTA, member_probs, resolve_tta
 
 __all__ = [
@@ -30,6 +33,9 @@ __all__ = [
     "EnsembleGraph",
     "EnsembleParts",
     "MemberInputs",
+    "OnnxPredictor",
+    "Prediction",
+    "Predictions",
     "SavedEnsemble",
     "check_fitted",
     "check_members",
@@ -38,6 +44,7 @@ __all__ = [
     "labelled_probas",
     "load_ensemble",
     "member_probs",
+    "onnx_metadata",
     "optimize_for_cpu",
     "read_ensemble",
     "readable_rows",

@@ -15,16 +15,18 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..data import load_image
 from ..errors import ClassMismatchError, ConfigError
 from ..models import TransferModel, load_model
-from ..scoring import EnsembleEvaluation, EnsembleReport, build_report, score_model
+from ..scoring import Curves, EnsembleEvaluation, EnsembleReport, build_report, score_model
 from ..strategies import (
+    COMBINATIONS,
     DEFAULT_CANDIDATES,
     CalibratedStrategy,
     Strategy,
@@ -39,6 +41,7 @@ from ._files import read_ensemble, save_ensemble
 from ._inputs import Data, labelled_probas, run_members, to_inputs
 from ._members import check_fitted, check_members, combine_probas
 from ._onnx import export_onnx
+from ._predictions import Predictions
 from ._tta import TTA, resolve_tta
 
 __all__ = ["Ensemble", "load_ensemble"]
@@ -143,12 +146,17 @@ class Ensemble:
         check_fitted(self.strategy)
         return combine_probas(self.strategy, self.member_probas(data, **kwargs))
 
-    def predict(self, data: Data, **kwargs: Any) -> torch.Tensor:
-        """Predicted class indices, int64 ``(N,)`` into :attr:`classes`; -1 for unreadable images."""
-        probs = self.predict_proba(data, **kwargs)
-        preds = probs.argmax(dim=1)
-        preds[torch.isnan(probs).any(dim=1)] = -1
-        return preds
+    def predict(self, data: Data, **kwargs: Any) -> Predictions:
+        """Class names with probabilities, one :class:`~ensemblenet.ensemble.Prediction` per image.
+
+        ``predict(data).labels`` are the names, ``.indices`` the class indices as an int64 tensor
+        (-1 for unreadable images), ``.probs`` :meth:`predict_proba`'s tensor. Keyword arguments
+        as in :meth:`member_probas`.
+        """
+        check_fitted(self.strategy)
+        inputs = to_inputs(data, self.classes)
+        probs = combine_probas(self.strategy, self.member_probas(inputs, **kwargs))
+        return Predictions(probs, self.classes, sources=inputs.sources)
 
     def evaluate(self, data: Data, **kwargs: Any) -> EnsembleEvaluation:
         """Accuracy and log-loss of the ensemble and of each member on labelled ``data``."""
@@ -235,11 +243,42 @@ class Ensemble:
         self.strategy = choice.strategy
         return choice
 
+    def fit_combination(
+        self,
+        data: Data,
+        combine: str = "auto",
+        *,
+        candidates: Any = COMBINATIONS,
+        metric: str = "log_loss",
+        folds: int = 5,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> StrategyChoice:
+        """Set the combination on labelled validation ``data``: one of ``candidates`` by name, or
+        ``"auto"`` to choose among them by cross-fitting (:meth:`choose_strategy`).
+
+        The members run on ``data`` once. Every candidate is fitted on all of it and kept in the
+        returned choice's ``fitted`` (to show each one in a report:
+        ``ensemble.report(test, strategies=choice.fitted)``). The default candidates are what a
+        recipe's ``combine`` names: ``"mean"``, ``"weighted"`` and ``"calibrated"``
+        (temperatures around fitted weights), see :data:`~ensemblenet.strategies.COMBINATIONS`.
+        """
+        probs, labels, valid, _ = labelled_probas(self.members, self.tta, data, "fit_combination", **kwargs)
+        probs, labels = probs[:, valid].double(), labels[valid]
+        if combine == "auto":
+            choice = choose_strategy(probs, labels, candidates, metric=metric, folds=folds, seed=seed)
+        else:
+            choice = StrategyChoice.given(combine, probs, labels, candidates)
+        self.strategy = choice.strategy
+        return choice
+
     def report(
         self,
         data: Data,
         *,
         strategies: dict[str, Strategy] | None = None,
+        histories: Mapping[str, Curves] | None = None,
+        names: Sequence[str] | None = None,
         best_member: int | None = None,
         n_bins: int = 15,
         n_resamples: int = 10_000,
@@ -247,21 +286,30 @@ class Ensemble:
         level: float = 0.95,
         **kwargs: Any,
     ) -> EnsembleReport:
-        """Scores, diversity and significance on labelled ``data`` (see :class:`~ensemblenet.EnsembleReport`).
+        """Scores, diversity, significance and per-class numbers on labelled ``data``.
 
-        The ensemble row uses :attr:`strategy`; ``strategies`` adds rows for other (already
-        fitted) strategies on the same member probabilities, computed once. Keyword arguments as
-        in :meth:`member_probas`.
+        Returns an :class:`~ensemblenet.EnsembleReport`; ``report.save(folder)`` writes
+        ``report.md``, ``report.json`` and the figures. The first ensemble row uses
+        :attr:`strategy`; ``strategies`` adds rows for other (already fitted) strategies on the same
+        member probabilities, computed once (a row already there is not repeated). ``histories``
+        (training histories by member name) add learning curves to the saved figures; ``names``
+        replaces :attr:`member_names` in the report (e.g. ``["mobilenet_v2", "lite0"]``). Keyword
+        arguments as in :meth:`member_probas`.
         """
         check_fitted(self.strategy)
-        probs, labels, valid, rejected = labelled_probas(self.members, self.tta, data, "report", **kwargs)
+        inputs = to_inputs(data, self.classes)
+        probs, labels, valid, rejected = labelled_probas(self.members, self.tta, inputs, "report", **kwargs)
         probs, labels = probs[:, valid].double(), labels[valid]
-        combos = {f"ensemble ({strategy_name(self.strategy)})": self.strategy} | dict(strategies or {})
+        combos: dict[str, Strategy] = {f"ensemble ({strategy_name(self.strategy)})": self.strategy}
+        for name, strategy in (strategies or {}).items():
+            combos.setdefault(name, strategy)
+        items = inputs.items()
+        kept = None if items is None else [item for item, ok in zip(items, valid.tolist(), strict=True) if ok]
         return build_report(
             probs,
             labels,
             {name: s.combine(probs).double() for name, s in combos.items()},
-            member_names=self.member_names,
+            member_names=tuple(names) if names is not None else self.member_names,
             classes=self.classes,
             best_member=best_member,
             n_bins=n_bins,
@@ -270,6 +318,9 @@ class Ensemble:
             level=level,
             n_skipped=int((~valid).sum()) + rejected,
             tta_passes=self.tta.passes if self.tta else 1,
+            images=kept,
+            load=load_image if inputs.samples is not None else None,
+            histories=histories,
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:

@@ -1,10 +1,11 @@
 """Turn what :class:`~ensemblenet.Ensemble` is given into its members' inputs and run them.
 
-Data may be a :class:`~ensemblenet.Samples`, an image folder, a list of image files or an image
-tensor (see :data:`Data`). Files are decoded once per batch and resized once per distinct view
-(size + interpolation); tensors are resized here, with antialiasing. Each member normalizes its
-own input. Rows of images that cannot be decoded stay NaN, so the output is aligned with the
-input.
+Data may be a :class:`~ensemblenet.Samples`, an image folder, a list of image files, an image
+tensor, PIL images, or a DataLoader (see :data:`Data`). Files are decoded once per batch and
+resized once per distinct view (size + interpolation); PIL images are resized like decoded files;
+tensors (and a DataLoader's batches, read once into memory) are resized here, with
+antialiasing. Each member normalizes its own input. Rows of images that cannot be decoded stay
+NaN, so the output is aligned with the input.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeAlias
 
 import torch
+from PIL import Image
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data import Samples, View, describe_skipped, list_image_files, make_loader, scan_folder
@@ -33,20 +36,41 @@ logger = logging.getLogger("ensemblenet.ensemble")
 
 #: What the prediction methods accept (see :meth:`Ensemble.member_probas
 #: <ensemblenet.Ensemble.member_probas>`).
-Data: TypeAlias = "Samples | str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | torch.Tensor"
+Data: TypeAlias = (
+    "Samples | str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | torch.Tensor | Image.Image "
+    "| Sequence[Image.Image] | DataLoader[Any] | MemberInputs"
+)
 
 
 class MemberInputs(NamedTuple):
     """The images to run the members on, and their labels when known."""
 
     samples: Samples | None  # decoded from files...
-    images: torch.Tensor | None  # ...or given as a tensor
+    images: torch.Tensor | None  # ...or given as a tensor...
     labels: torch.Tensor | None  # in the ensemble's class order; None when unknown
+    pictures: tuple[Image.Image, ...] | None = None  # ...or as PIL images
     #: why a folder gave no labels (its scan's error), for evaluate()'s message
     unlabelled: str | None = None
 
     def __len__(self) -> int:
-        return len(self.samples) if self.samples is not None else len(self.images)  # type: ignore[arg-type]
+        if self.samples is not None:
+            return len(self.samples)
+        if self.pictures is not None:
+            return len(self.pictures)
+        return len(self.images)  # type: ignore[arg-type]
+
+    @property
+    def sources(self) -> list[Path] | None:
+        """The image files, when the input was files."""
+        return list(self.samples.paths) if self.samples is not None else None
+
+    def items(self) -> Sequence[Any] | None:
+        """One drawable entry per image (paths, PIL images or ``(3, H, W)`` tensors), for figures."""
+        if self.samples is not None:
+            return list(self.samples.paths)
+        if self.pictures is not None:
+            return list(self.pictures)
+        return list(self.images) if self.images is not None else None
 
 
 def to_inputs(data: Data, classes: tuple[str, ...]) -> MemberInputs:
@@ -57,8 +81,15 @@ def to_inputs(data: Data, classes: tuple[str, ...]) -> MemberInputs:
         DataError: a path that is neither an image folder nor a file, or no images.
         ClassMismatchError: labelled data with classes the ensemble does not predict.
     """
+    if isinstance(data, MemberInputs):
+        return data
     if isinstance(data, torch.Tensor):
         return MemberInputs(None, _check_images(data), None)
+    if isinstance(data, DataLoader):
+        return _from_loader(data, classes)
+    pictures = [data] if isinstance(data, Image.Image) else data
+    if isinstance(pictures, Sequence) and pictures and all(isinstance(p, Image.Image) for p in pictures):
+        return MemberInputs(None, None, None, tuple(p.convert("RGB") for p in pictures))  # type: ignore[union-attr]
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
         if path.is_dir():
@@ -79,22 +110,66 @@ def to_inputs(data: Data, classes: tuple[str, ...]) -> MemberInputs:
         else:
             raise DataError(f"{os.fspath(path)!r} is neither an image folder nor an image file")
     if isinstance(data, Samples):
-        return MemberInputs(data, None, _remap_labels(data, classes))
+        return MemberInputs(
+            data, None, _remap_labels(data.classes, classes, torch.as_tensor(data.labels, dtype=torch.int64))
+        )
     if isinstance(data, Sequence) and all(isinstance(p, (str, os.PathLike)) for p in data):
         if not data:
             raise DataError("the list of image files is empty")
-        return _unlabelled(data, classes, None)
+        return _unlabelled(data, classes, None)  # type: ignore[arg-type]  # checked just above
     raise ConfigError(
         f"cannot predict on {type(data).__name__}; pass a Samples, an image folder, a list of image "
-        "files, or a (N, 3, H, W) image tensor"
+        "files, a (N, 3, H, W) image tensor, PIL images, or a DataLoader of (images, labels) batches"
     )
+
+
+def _from_loader(loader: DataLoader[Any], classes: tuple[str, ...]) -> MemberInputs:
+    """A DataLoader's batches, read once: images ``(N, 3, H, W)`` and labels when it yields them.
+
+    A batch is an ensemblenet :class:`~ensemblenet.data.Batch`, an ``(images, labels, ...)``
+    tuple, or an image tensor. Labels are mapped by class name when the dataset names its classes
+    (``dataset.classes``, as torchvision's ``ImageFolder`` and ensemblenet's datasets do).
+    """
+    images, labels = [], []
+    for batch in loader:
+        if hasattr(batch, "images") and hasattr(batch, "labels"):
+            x, y = batch.images[0], batch.labels
+        elif isinstance(batch, (tuple, list)):
+            x, y = batch[0], (batch[1] if len(batch) > 1 else None)
+        else:
+            x, y = batch, None
+        if not isinstance(x, torch.Tensor):
+            raise ConfigError(
+                f"the DataLoader yielded {type(x).__name__} images; it must yield image tensors"
+            )
+        images.append(_check_images(x))
+        if y is not None:
+            labels.append(torch.as_tensor(y, dtype=torch.int64))
+    if not images:
+        raise DataError("the DataLoader yielded no batches")
+    if len({tuple(t.shape[1:]) for t in images}) > 1 or len({t.dtype for t in images}) > 1:
+        raise ConfigError(
+            "the DataLoader's batches differ in image size or dtype; give it one size and dtype"
+        )
+    known: torch.Tensor | None = None
+    if labels and len(labels) == len(images):
+        known = torch.cat(labels)
+        dataset = loader.dataset
+        names = getattr(getattr(dataset, "samples", None), "classes", None) or getattr(
+            dataset, "classes", None
+        )
+        if names is not None:
+            known = _remap_labels(tuple(str(n) for n in names), classes, known)
+    return MemberInputs(None, torch.cat(images), known)
 
 
 def _unlabelled(
     paths: Sequence[str | os.PathLike[str]], classes: tuple[str, ...], why: str | None
 ) -> MemberInputs:
     files = tuple(Path(p) for p in paths)
-    return MemberInputs(Samples(paths=files, labels=(0,) * len(files), classes=classes), None, None, why)
+    return MemberInputs(
+        Samples(paths=files, labels=(0,) * len(files), classes=classes), None, None, unlabelled=why
+    )
 
 
 def run_members(
@@ -166,18 +241,18 @@ def labelled_probas(
     return probs, inputs.labels, valid, rejected
 
 
-def _remap_labels(samples: Samples, classes: tuple[str, ...]) -> torch.Tensor:
-    labels = torch.as_tensor(samples.labels, dtype=torch.int64)
-    if tuple(samples.classes) == classes:
+def _remap_labels(names: Sequence[str], classes: tuple[str, ...], labels: torch.Tensor) -> torch.Tensor:
+    """``labels`` (indices into ``names``, the data's classes) as indices into ``classes``, by name."""
+    if tuple(names) == classes:
         return labels
-    unknown = [c for c in samples.classes if c not in classes]
+    unknown = [c for c in names if c not in classes]
     if unknown:
         raise ClassMismatchError(
             f"the data has classes {unknown} that the ensemble does not predict (its classes: "
             f"{list(classes)}); evaluate on folders named after the ensemble's classes."
         )
     # Same names in another order (or a subset): translate label indices by name.
-    mapping = torch.tensor([classes.index(c) for c in samples.classes], dtype=torch.int64)
+    mapping = torch.tensor([classes.index(c) for c in names], dtype=torch.int64)
     return mapping[labels]
 
 
@@ -191,6 +266,12 @@ def _batches(
         slots = [dataset.view_index(v) for v in views]  # type: ignore[attr-defined]
         for batch in loader:
             yield batch.indices, [batch.images[s] for s in slots], list(batch.skipped)
+        return
+    if inputs.pictures is not None:
+        for start in range(0, len(inputs.pictures), batch_size):
+            some = inputs.pictures[start : start + batch_size]
+            per_view = {v: torch.stack([v.apply(p) for p in some]) for v in dict.fromkeys(views)}
+            yield torch.arange(start, start + len(some)), [per_view[v] for v in views], []
         return
     images = inputs.images if inputs.images is not None else torch.empty(0, 3, 1, 1)
     for start in range(0, images.shape[0], batch_size):

@@ -9,7 +9,9 @@ offline catalog or downloaded, or a local file fitted by name or, failing that, 
 that holds no code (safetensors + checked JSON settings, one sha256 over both).
 
 A newcomer adds a backbone source with :func:`register_source`, a head with
-:func:`register_head` and a freeze policy with :func:`register_freeze_policy`.
+:func:`register_head` and a freeze policy with :func:`register_freeze_policy`. A backbone can also
+be an ``nn.Module`` object (a timm model, or any module with a stated feature width):
+:func:`create_model` uses it as it is (:func:`backbone_from_module`).
 """
 
 from ._backbones import SOURCES, SourceLoader, code_origin, load_backbone, register_source
@@ -61,6 +63,7 @@ from ._offline_catalog import (
 )
 from ._schema import MAX_INPUT_SIDE, Fields
 from ._source_common import Backbone, WeightsArg, strip_classifier
+from ._source_module import MODULE_SOURCE, backbone_from_module
 from ._stages import backbone_stages, split_backbone
 from ._transfer import ModelConfig, TransferModel, create_model, rebuild_model
 from ._weight_files import load_into, read_state_dict, remap_by_position
@@ -72,6 +75,7 @@ __all__ = [
     "HEADS",
     "LEGACY_FORMAT_VERSION",
     "MAX_INPUT_SIDE",
+    "MODULE_SOURCE",
     "OFFLINE_WEIGHTS",
     "SOURCES",
     "Backbone",
@@ -93,6 +97,7 @@ __all__ = [
     "TransferModel",
     "WeightsArg",
     "atomic_write",
+    "backbone_from_module",
     "backbone_stages",
     "batchnorm_modules",
     "check_header",

@@ -177,6 +177,13 @@ def _check_buildable(config: ModelConfig, where: str, prefix: str) -> None:
     fields = Fields(config.to_dict(), where, prefix)
     source = config.backbone.partition(":")[0]
     if source not in SOURCES:
+        made_from = config.extra.get("module_class")
+        if isinstance(made_from, str):  # trained from an nn.Module object: say which factory to register
+            raise CheckpointError(
+                f"{where}: its backbone was a {made_from} object, saved as {config.backbone!r}; to load the "
+                f"file, register a source that builds it: register_source({source!r}, lambda name, weights: "
+                f"Backbone(<a new {made_from.rpartition('.')[2]}>, {config.num_features}, spec))"
+            )
         raise CheckpointError(
             f"{where} needs the backbone source {source!r} ({fields.name('backbone')} = "
             f"{config.backbone!r}), which is not registered here (registered: {', '.join(SOURCES.names())}). "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from torch import nn
 
@@ -13,7 +14,7 @@ from ..spec import INTERPOLATIONS, InputSpec
 from ._source_common import Backbone, WeightsArg, from_catalog, is_network_error, unavailable
 from ._weight_files import load_into, read_state_dict
 
-__all__ = ["load_timm"]
+__all__ = ["is_timm_model", "load_timm", "timm_backbone"]
 
 _TIMM_DEFAULT_NAMES = ("DEFAULT", "imagenet")
 
@@ -56,6 +57,17 @@ def load_timm(name: str, weights: WeightsArg) -> Backbone:
                     raise unavailable(backbone, weights, exc, url=_timm_url(timm, full_name)) from exc
                 raise
         model.reset_classifier(0)
+    return timm_backbone(model, source)
+
+
+def is_timm_model(module: nn.Module) -> bool:
+    """Whether ``module`` is a model object built by timm (its classifier can be reset)."""
+    return type(module).__module__.startswith("timm.") and callable(getattr(module, "reset_classifier", None))
+
+
+def timm_backbone(model: nn.Module, source: str | None) -> Backbone:
+    """A timm model whose classifier is already reset, with the input spec its pretrained config names."""
+    timm = _import_timm()
     config = timm.data.resolve_data_config({}, model=model)
     size = tuple(config["input_size"][-2:])
     interpolation = str(config.get("interpolation", "bilinear"))
@@ -66,7 +78,7 @@ def load_timm(name: str, weights: WeightsArg) -> Backbone:
         interpolation=interpolation if interpolation in INTERPOLATIONS else "bicubic",
     )
     # timm >= 1.0 models such as MobileNetV3 pool to head_hidden_size, wider than num_features.
-    num_features = getattr(model, "head_hidden_size", None) or model.num_features
+    num_features: Any = getattr(model, "head_hidden_size", None) or model.num_features
     return Backbone(model, int(num_features), spec, source)
 
 

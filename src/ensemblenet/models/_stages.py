@@ -82,10 +82,9 @@ def backbone_stages(backbone: nn.Module) -> tuple[list[nn.Module], list[nn.Modul
 
 
 def split_backbone(backbone: nn.Module, stages: int | None) -> tuple[nn.Module, nn.Module]:
-    """``(prefix, rest)`` with ``rest(prefix(x)) == backbone(x)``; ``stages=None``: all in the prefix."""
+    """``(prefix, rest)`` with ``rest(prefix(x)) == backbone(x)``; ``stages=None``: all in the prefix
+    (any backbone: the whole module is the prefix, so no stage table is needed)."""
     if stages is None:
-        # The whole backbone needs no knowledge of its stages, so any backbone (MobileNetV3, a
-        # user's own module) can have its features cached under head_only.
         return backbone, _Steps([])
     blocks, tail = backbone_stages(backbone)
     if isinstance(stages, bool) or not isinstance(stages, int) or not 0 <= stages <= len(blocks):

@@ -16,10 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError, UnknownNameError
 from ..spec import InputSpec
-from ._backbones import load_backbone
+from ._backbones import SOURCES, load_backbone
 from ._heads import Head, head_config, resolve_head
+from ._source_module import backbone_from_module
 
 __all__ = ["ModelConfig", "TransferModel", "create_model", "rebuild_model"]
 
@@ -106,21 +107,31 @@ class TransferModel(nn.Module):
 
 
 def create_model(
-    backbone: str,
+    backbone: str | nn.Module,
     classes: Sequence[str],
     *,
     head: str | Head | Mapping[str, Any] = "mlp",
-    weights: str | os.PathLike[str] | None = None,
+    weights: str | os.PathLike[str] | None = "DEFAULT",
     input_spec: InputSpec | None = None,
+    num_features: int | None = None,
+    name: str | None = None,
 ) -> TransferModel:
     """Load ``backbone`` (see :func:`ensemblenet.load_backbone`) and put a new head on it.
 
     Args:
-        backbone: ``"torchvision:resnet18"``, ``"timm:tf_efficientnet_lite0"``, ``"hub:owner/repo:entry"``.
+        backbone: ``"torchvision:resnet18"``, ``"timm:tf_efficientnet_lite0"``, ``"hub:owner/repo:entry"``;
+            or a module object: a timm model, or any ``nn.Module`` mapping normalized images to pooled
+            features, with ``num_features`` (see :mod:`ensemblenet.models`, "bring your own backbone").
         classes: class names, in label order.
         head: ``"linear"``, ``"mlp"``, a mapping ``{"name": ..., **settings}`` or a head object.
-        weights: None (random init), a weights name such as ``"DEFAULT"``, or a local file path.
-        input_spec: overrides the backbone's input size / normalization.
+        weights: ``"DEFAULT"`` (the backbone's ImageNet weights, as :func:`~ensemblenet.finetune`
+            uses), another weights name, a local file path, or None (random init). For a module
+            object: ``"DEFAULT"``/None keep its own weights, a file is loaded into it.
+        input_spec: overrides the backbone's input size / normalization (a plain module object
+            without one gets ImageNet's at 224 px).
+        num_features: a plain module object's feature width.
+        name: a module object's ``"source:name"`` in the model file (default ``timm:<architecture>``
+            or ``module:<ClassName>``); loading the file needs that source registered.
     """
     classes = tuple(str(c) for c in classes)
     if len(classes) < 2:
@@ -128,15 +139,31 @@ def create_model(
     if len(set(classes)) != len(classes):
         raise ConfigError(f"class names must be unique, got {list(classes)}")
     head_obj = resolve_head(head)
-    loaded = load_backbone(backbone, weights=weights, input_spec=input_spec)
+    if isinstance(backbone, nn.Module):
+        loaded, backbone_name = backbone_from_module(
+            backbone, num_features=num_features, input_spec=input_spec, weights=weights, name=name
+        )
+        extra = {"module_class": f"{type(backbone).__module__}.{type(backbone).__qualname__}"}
+        weights = None  # recorded in weights_source instead: a name would not rebuild the object
+    else:
+        if num_features is not None or name is not None:
+            raise ConfigError(
+                "num_features= and name= are for a backbone object; a 'source:name' backbone states its own"
+            )
+        loaded, backbone_name, extra = (
+            load_backbone(backbone, weights=weights, input_spec=input_spec),
+            backbone,
+            {},
+        )
     config = ModelConfig(
-        backbone=backbone,
+        backbone=backbone_name,
         head=head_config(head_obj),
         classes=classes,
         spec=loaded.spec,
         num_features=loaded.num_features,
         weights=None if weights is None else str(weights),
         weights_source=loaded.weights_source,
+        extra=extra,
     )
     return TransferModel(loaded.module, head_obj.build(loaded.num_features, len(classes)), config)
 
@@ -144,7 +171,18 @@ def create_model(
 def rebuild_model(config: ModelConfig) -> TransferModel:
     """Build the architecture described by ``config`` with random weights (no download, no network)."""
     head_obj = resolve_head(config.head)
-    loaded = load_backbone(config.backbone, weights=None, input_spec=config.spec)
+    try:
+        loaded = load_backbone(config.backbone, weights=None, input_spec=config.spec)
+    except UnknownNameError:
+        source = config.backbone.partition(":")[0]
+        made_from = config.extra.get("module_class")
+        if made_from is None or source in SOURCES:
+            raise
+        raise CheckpointError(
+            f"this model's backbone was a {made_from} object, saved as {config.backbone!r}; to load the "
+            f"file, register a source that builds it: register_source({source!r}, lambda name, weights: "
+            f"Backbone(<a new {made_from.rpartition('.')[2]}>, {config.num_features}, spec))"
+        ) from None
     if loaded.num_features != config.num_features:
         raise ConfigError(
             f"backbone {config.backbone!r} now gives {loaded.num_features} features, the config says "

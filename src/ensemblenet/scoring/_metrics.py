@@ -21,6 +21,17 @@ Calibration, binning stated once: **top-label** confidence (the largest probabil
 ``sum_b |B_b| / N * |accuracy(B_b) - mean confidence(B_b)|`` over the non-empty bins (Guo et al.,
 2017), and the reliability diagram plots the same bins.
 
+Per class, from the confusion matrix: precision (of the images predicted as the class, the share
+that are), recall (of the images of the class, the share found) and F1 (their harmonic mean); a
+class never predicted has precision 0, as scikit-learn's ``zero_division=0`` gives.
+
+>>> from ensemblenet.scoring import per_class_scores
+>>> scores = per_class_scores(torch.tensor([0, 1, 1, 1]), torch.tensor([0, 0, 1, 1]), num_classes=2)
+>>> [round(v, 4) for v in scores["precision"].tolist()], [round(v, 4) for v in scores["recall"].tolist()]
+([1.0, 0.6667], [0.5, 1.0])
+>>> [round(v, 4) for v in scores["f1"].tolist()], scores["support"].tolist()
+([0.6667, 0.8], [2.0, 2.0])
+
 >>> from ensemblenet.scoring import brier_score, expected_calibration_error
 >>> probs = torch.tensor([[0.95, 0.05], [0.85, 0.15], [0.25, 0.75], [0.55, 0.45]])
 >>> labels = torch.tensor([0, 1, 1, 0])
@@ -48,6 +59,7 @@ __all__ = [
     "expected_calibration_error",
     "log_loss",
     "metric_score",
+    "per_class_scores",
     "reliability_bins",
 ]
 
@@ -156,6 +168,19 @@ def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int
         raise ConfigError(f"preds {tuple(preds.shape)} and labels {tuple(labels.shape)} differ in length")
     flat = labels.long().cpu() * num_classes + preds.long().cpu()
     return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def per_class_scores(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, torch.Tensor]:
+    """Precision, recall, F1 and support per class, float64 ``(num_classes,)`` each (keys
+    ``"precision"``, ``"recall"``, ``"f1"``, ``"support"``), from :func:`confusion_matrix`."""
+    matrix = confusion_matrix(preds, labels, num_classes).double()
+    hits = matrix.diag()
+    predicted, support = matrix.sum(dim=0), matrix.sum(dim=1)
+    precision = torch.where(predicted > 0, hits / predicted.clamp_min(1), torch.zeros_like(hits))
+    recall = torch.where(support > 0, hits / support.clamp_min(1), torch.zeros_like(hits))
+    both = precision + recall
+    f1 = torch.where(both > 0, 2 * precision * recall / both.clamp_min(1e-300), torch.zeros_like(hits))
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support}
 
 
 def check_probs(probs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

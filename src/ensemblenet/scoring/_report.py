@@ -13,20 +13,29 @@ as a text table:
 * significance of each ensemble against the **best member** (highest accuracy on the report's own
   data, ties broken by log-loss, unless ``best_member`` is given — choosing it on the same data is
   conservative for the ensemble): the accuracy difference with its paired-bootstrap interval and
-  McNemar's exact test.
+  McNemar's exact test;
+* per member and per ensemble: precision, recall and F1 per class, and the confusion matrix.
+
+:meth:`EnsembleReport.save` writes it as a folder: ``report.md``, ``report.json`` and the figures
+(learning curves when training histories are given, confusion matrices, the reliability diagram,
+the most confidently wrong images when the images are known).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import ConfigError
+from ._figures import Curves
+from ._report_files import ReportEvidence, environment, write_report_folder
 from ._results import ModelScore, score_model
 from ._significance import mcnemar_exact, paired_bootstrap
 
@@ -48,7 +57,11 @@ class Comparison:
 
 @dataclass(frozen=True)
 class EnsembleReport:
-    """Everything :func:`build_report` measured; plain data, JSON-serializable via :meth:`to_dict`."""
+    """Everything :func:`build_report` measured; plain data, JSON-serializable via :meth:`to_dict`.
+
+    ``evidence`` keeps the probabilities (and images, histories) the report was computed from, for
+    the figures of :meth:`save`; it is not part of :meth:`to_dict`.
+    """
 
     n: int
     n_skipped: int
@@ -65,10 +78,54 @@ class EnsembleReport:
     n_resamples: int
     seed: int
     tta_passes: int = 1
+    evidence: ReportEvidence | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types (tuples become lists)."""
-        return json.loads(json.dumps(asdict(self)))  # type: ignore[no-any-return]
+        """Plain JSON types (tuples become lists); the evidence is left out."""
+        plain = asdict(replace(self, evidence=None))
+        del plain["evidence"]
+        return json.loads(json.dumps(plain))  # type: ignore[no-any-return]
+
+    @property
+    def primary(self) -> str | None:
+        """The first ensemble row's name (the ensemble's own strategy), or None without one."""
+        return next((r.name for r in self.rows if r.kind == "ensemble"), None)
+
+    def save(
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        title: str = "Ensemble report",
+        meta: Mapping[str, Any] | None = None,
+        figures: bool | None = None,
+    ) -> Path:
+        """Write ``report.md``, ``report.json`` and the figures into ``folder``; return it.
+
+        Args:
+            folder: created if needed; files of the same names are replaced.
+            title: the markdown's heading.
+            meta: more plain data for both files, e.g. ``{"data": ..., "split": {...}, "recipe": {...},
+                "members": [...], "choice": {...}, "seed": 0}`` (the markdown lays these keys out).
+                The hardware, library versions and command line are added unless given.
+            figures: True draws them (needs matplotlib: ``pip install "ensemblenet[report]"``),
+                False leaves them out; None (default) draws them when matplotlib is installed.
+
+        Figures: ``learning_curves.png`` (when the report was given training histories),
+        ``confusion_matrix.png`` (members and the first ensemble row), ``reliability.png`` (every
+        row) and ``confident_errors.png`` (the first ensemble row's most confidently wrong images,
+        when the images are known).
+        """
+        payload: dict[str, Any] = {
+            "title": title,
+            **environment(),
+            **dict(meta or {}),
+            "report": self.to_dict(),
+            "primary": self.primary,
+            "confusion_matrices": {
+                r.name: [list(row) for row in r.per_class.confusion] for r in self.rows if r.per_class
+            },
+        }
+        return write_report_folder(folder, payload, self.evidence, figures=figures)
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)
@@ -115,12 +172,31 @@ class EnsembleReport:
             nw = max(len(n) for n in self.member_names)
             for name, values in zip(self.member_names, self.disagreement, strict=True):
                 lines.append(f"  {name:<{nw}}  " + "  ".join(f"{v:.4f}" for v in values))
+        lines += self._per_class_lines()
         lines.append(
             f"n={self.n} images ({self.n_skipped} skipped); ECE: top-label, {self.n_bins} equal-width bins; "
             f"CIs: paired percentile bootstrap, {self.n_resamples} resamples, seed {self.seed}"
             + (f"; TTA: {self.tta_passes} forward passes per member" if self.tta_passes > 1 else "")
         )
         return "\n".join(lines)
+
+    def _per_class_lines(self) -> list[str]:
+        rows = [r for r in self.rows if r.per_class is not None]
+        if not rows or not self.classes:
+            return []
+        width = max(len("model"), *(len(r.name) for r in rows))
+        cw = max(len("class"), *(len(c) for c in self.classes))
+        head = (
+            f"{'model':<{width}}  {'class':<{cw}}  {'precision':>9}  {'recall':>6}  {'F1':>6}  {'images':>6}"
+        )
+        lines = ["per class:", head]
+        for r in rows:
+            scores = r.per_class
+            assert scores is not None  # filtered above
+            for i, name in enumerate(self.classes):
+                values = f"{scores.precision[i]:>9.4f}  {scores.recall[i]:>6.4f}  {scores.f1[i]:>6.4f}"
+                lines.append(f"{r.name:<{width}}  {name:<{cw}}  {values}  {scores.support[i]:>6}")
+        return lines
 
 
 def build_report(
@@ -137,6 +213,9 @@ def build_report(
     level: float = 0.95,
     n_skipped: int = 0,
     tta_passes: int = 1,
+    images: Sequence[Any] | None = None,
+    load: Callable[[Any], Any] | None = None,
+    histories: Mapping[str, Curves] | None = None,
 ) -> EnsembleReport:
     """Score members ``(M, N, C)`` and combined predictions ``{name: (N, C)}`` on ``labels``.
 
@@ -147,6 +226,9 @@ def build_report(
         member_names: one name per member (default ``member0``, ``member1``...).
         best_member: index of the baseline member; default: the most accurate here.
         n_bins, n_resamples, seed, level: ECE bins and bootstrap settings.
+        images, load: one entry per image (e.g. paths, with ``load=ensemblenet.load_image``), for the
+            figure of confident errors that :meth:`EnsembleReport.save` draws.
+        histories: training histories by member name, for its learning curves.
     """
     if member_probs.dim() != 3:
         raise ConfigError(f"member_probs must be (members, images, classes), got {tuple(member_probs.shape)}")
@@ -157,6 +239,8 @@ def build_report(
     if torch.isnan(member_probs).any():
         raise ConfigError("member_probs has NaN rows (unreadable images); drop them before reporting")
     labels = labels.long()
+    if images is not None and len(images) != labels.numel():
+        raise ConfigError(f"{len(images)} images for {labels.numel()} labels; pass one entry per image")
 
     def score(name: str, kind: str, probs: torch.Tensor) -> tuple[ModelScore, torch.Tensor]:
         correct = probs.argmax(dim=1) == labels
@@ -198,4 +282,12 @@ def build_report(
         n_resamples=n_resamples,
         seed=seed,
         tta_passes=tta_passes,
+        evidence=ReportEvidence(
+            member_probs=member_probs,
+            ensembles=dict(ensembles),
+            labels=labels,
+            images=images,
+            load=load,
+            histories=dict(histories or {}),
+        ),
     )

@@ -16,9 +16,16 @@ from typing import Any
 
 import torch
 
-from ._metrics import accuracy, brier_score, expected_calibration_error, log_loss
+from ._metrics import (
+    accuracy,
+    brier_score,
+    confusion_matrix,
+    expected_calibration_error,
+    log_loss,
+    per_class_scores,
+)
 
-__all__ = ["EnsembleEvaluation", "Evaluation", "MemberEvaluation", "ModelScore", "score_model"]
+__all__ = ["ClassScores", "EnsembleEvaluation", "Evaluation", "MemberEvaluation", "ModelScore", "score_model"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,35 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
+class ClassScores:
+    """Per-class precision, recall, F1 and support, and the confusion matrix, in class order.
+
+    ``confusion[t][p]`` counts images of class ``t`` predicted as ``p`` (rows true, columns
+    predicted, as :func:`~ensemblenet.scoring.confusion_matrix`).
+    """
+
+    precision: tuple[float, ...]
+    recall: tuple[float, ...]
+    f1: tuple[float, ...]
+    support: tuple[int, ...]
+    confusion: tuple[tuple[int, ...], ...]
+
+    @classmethod
+    def of(cls, probs: torch.Tensor, labels: torch.Tensor) -> ClassScores:
+        """The scores of the most probable classes of ``probs`` ``(N, C)`` against ``labels``."""
+        preds, num_classes = probs.argmax(dim=1), probs.shape[1]
+        scores = per_class_scores(preds, labels.long(), num_classes)
+        matrix = confusion_matrix(preds, labels.long(), num_classes)
+        return cls(
+            precision=tuple(float(v) for v in scores["precision"]),
+            recall=tuple(float(v) for v in scores["recall"]),
+            f1=tuple(float(v) for v in scores["f1"]),
+            support=tuple(int(v) for v in scores["support"]),
+            confusion=tuple(tuple(int(v) for v in row) for row in matrix),
+        )
+
+
+@dataclass(frozen=True)
 class ModelScore:
     """One model's scores (a member's or an ensemble's) on labelled images.
 
@@ -47,6 +83,7 @@ class ModelScore:
         brier: multi-class Brier score.
         kind: ``"member"`` or ``"ensemble"``.
         accuracy_ci: a bootstrap confidence interval of the accuracy, where one was computed.
+        per_class: precision, recall, F1, support and the confusion matrix, per class.
     """
 
     name: str
@@ -56,6 +93,7 @@ class ModelScore:
     brier: float = math.nan
     kind: str = "member"
     accuracy_ci: tuple[float, float] | None = None
+    per_class: ClassScores | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +121,7 @@ def score_model(
         brier=brier_score(probs, labels),
         kind=kind,
         accuracy_ci=accuracy_ci,
+        per_class=ClassScores.of(probs, labels),
     )
 
 

@@ -5,7 +5,9 @@ Every strategy defined here is registered by name when this package is imported:
 vote, ties broken by mean probability), ``"weighted"`` (weighted soft vote, weights given or fitted
 on validation log-loss), ``"greedy"`` (Caruana's ensemble selection), ``"stacking"`` (cross-fitted
 logistic regression) and ``"calibrated"`` (temperature scaling around another strategy).
-:func:`choose_strategy` picks among candidates by cross-fitted validation score.
+:func:`choose_strategy` picks among candidates by cross-fitted validation score, in folds
+stratified by class. Fitting or choosing on fewer than :data:`SMALL_VALIDATION` validation
+images logs a warning, and fitted weights are shrunk toward uniform.
 
 The contract is small (see :class:`Strategy`). A plain function ``f(probs) -> probs`` works too.
 Register a strategy by name so the string form (``Ensemble(members, strategy="doc_max")``) works:
@@ -28,17 +30,20 @@ tensor([[0.6500, 0.3500]])
 """
 
 from ._base import (
+    SMALL_VALIDATION,
     STRATEGIES,
     CallableStrategy,
     Strategy,
     check_labels,
     check_member_probs,
     fold_ids,
+    quiet_small_validation,
     register_strategy,
     single_thread,
     strategy_from_state,
     strategy_name,
     strategy_state,
+    warn_small_validation,
 )
 from ._basic import GeometricStrategy, MeanStrategy, VoteStrategy
 from ._calibrated import (
@@ -48,16 +53,18 @@ from ._calibrated import (
     apply_temperature,
     fit_temperature,
 )
-from ._chooser import DEFAULT_CANDIDATES, StrategyChoice, choose_strategy, fit_candidate
+from ._chooser import COMBINATIONS, DEFAULT_CANDIDATES, StrategyChoice, choose_strategy, fit_candidate
 from ._greedy import GreedyStrategy
 from ._resolve import StrategyLike, fittable_strategy, resolve_strategy
 from ._stacking import StackingStrategy
 from ._weighted import WeightedStrategy, normalize_weights, weighted_mean
 
 __all__ = [
+    "COMBINATIONS",
     "DEFAULT_CANDIDATES",
     "MAX_TEMPERATURE",
     "MIN_TEMPERATURE",
+    "SMALL_VALIDATION",
     "STRATEGIES",
     "CalibratedStrategy",
     "CallableStrategy",
@@ -79,11 +86,13 @@ __all__ = [
     "fittable_strategy",
     "fold_ids",
     "normalize_weights",
+    "quiet_small_validation",
     "register_strategy",
     "resolve_strategy",
     "single_thread",
     "strategy_from_state",
     "strategy_name",
     "strategy_state",
+    "warn_small_validation",
     "weighted_mean",
 ]

@@ -14,6 +14,8 @@ A strategy is any object with
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
@@ -23,18 +25,63 @@ from ..errors import ConfigError
 from ..registry import Registry
 
 __all__ = [
+    "SMALL_VALIDATION",
     "STRATEGIES",
     "CallableStrategy",
     "Strategy",
     "check_labels",
     "check_member_probs",
     "fold_ids",
+    "quiet_small_validation",
     "register_strategy",
     "single_thread",
+    "small_validation_quiet",
     "strategy_from_state",
     "strategy_name",
     "strategy_state",
+    "warn_small_validation",
 ]
+
+logger = logging.getLogger("ensemblenet.strategies")
+
+#: Below this many validation images, fitting a combination (weights, temperatures, stacking) or
+#: choosing one logs a warning: one image is then more than half a point of accuracy, and a
+#: fitted weight can follow a few lucky images (on ants vs bees, 49 validation images that one
+#: member classified without an error put all the weight on it). Fitted weights are also shrunk
+#: toward uniform (:class:`~ensemblenet.WeightedStrategy`'s ``prior_rows``).
+SMALL_VALIDATION = 200
+
+_quiet: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "ensemblenet_quiet_small_validation", default=False
+)
+
+
+def warn_small_validation(n: int, what: str) -> None:
+    """Log a WARNING when ``what`` (e.g. ``"fitting weights"``) uses fewer than
+    :data:`SMALL_VALIDATION` validation images (not inside :func:`quiet_small_validation`)."""
+    if n < SMALL_VALIDATION and not _quiet.get():
+        logger.warning(
+            "%s on only %d validation images (fewer than %d): the result can follow a few lucky images; "
+            "use more validation images, or strategy='mean', which fits nothing",
+            what,
+            n,
+            SMALL_VALIDATION,
+        )
+
+
+def small_validation_quiet() -> bool:
+    """True inside :func:`quiet_small_validation` (fits that a caller has already warned about)."""
+    return _quiet.get()
+
+
+@contextlib.contextmanager
+def quiet_small_validation() -> Iterator[None]:
+    """No small-validation warning from fits inside (a chooser's folds, after it warned once)."""
+    token = _quiet.set(True)
+    try:
+        yield
+    finally:
+        _quiet.reset(token)
 
 
 @runtime_checkable
@@ -128,12 +175,25 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def fold_ids(n: int, folds: int, seed: int) -> torch.Tensor:
-    """Fold of each row for cross-fitting: a seeded random permutation dealt round-robin (labels
-    play no part)."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+def fold_ids(n: int, folds: int, seed: int, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Fold of each row for cross-fitting: rows in a seeded random order, dealt round-robin.
+
+    With ``labels`` the folds are **stratified**: each class's rows are shuffled and dealt in turn,
+    so every fold holds each class in (nearly) its overall share, and no fold is left without a
+    class that a combiner must learn to predict.
+    """
+    generator = torch.Generator().manual_seed(seed)
     ids = torch.empty(n, dtype=torch.int64)
-    ids[perm] = torch.arange(n) % folds
+    if labels is None:
+        order = torch.randperm(n, generator=generator)
+    else:
+        labels = labels.long().cpu()
+        groups = []
+        for c in torch.unique(labels, sorted=True).tolist():
+            rows = torch.nonzero(labels == c).flatten()
+            groups.append(rows[torch.randperm(rows.numel(), generator=generator)])
+        order = torch.cat(groups)
+    ids[order] = torch.arange(n) % folds
     return ids
 
 

@@ -19,10 +19,13 @@ from ..errors import ConfigError
 from ..scoring import check_probs, log_loss
 from ._base import (
     check_member_probs,
+    quiet_small_validation,
     register_strategy,
     single_thread,
+    small_validation_quiet,
     strategy_from_state,
     strategy_state,
+    warn_small_validation,
 )
 from ._resolve import StrategyLike, resolve_strategy
 
@@ -49,8 +52,13 @@ def apply_temperature(probs: torch.Tensor, temperature: float | torch.Tensor) ->
     return torch.where(t == 1, probs, scaled)
 
 
-def fit_temperature(probs: torch.Tensor, labels: torch.Tensor) -> float:
+def fit_temperature(probs: torch.Tensor, labels: torch.Tensor, *, prior_rows: float = 0.0) -> float:
     """The temperature minimizing the log-loss of ``probs`` ``(N, C)`` against ``labels``.
+
+    ``prior_rows`` shrinks the fit toward ``T = 1`` on few rows: fitted on ``n`` rows, ``log T`` is
+    ``n / (n + prior_rows)`` of the fitted ``log T`` (:class:`CalibratedStrategy` uses 50, as
+    :class:`~ensemblenet.WeightedStrategy` does for weights). Between 1 and the fit, the log-loss is
+    never above 1's (it is convex in ``log T``).
 
     L-BFGS over ``log T`` in float64, started at ``T = 1``. ``T = 1`` is kept unless the fitted
     temperature is at least as good, so scaling never raises the log-loss on the data it was fitted
@@ -65,7 +73,9 @@ def fit_temperature(probs: torch.Tensor, labels: torch.Tensor) -> float:
     if not torch.isfinite(probs).all():
         raise ConfigError("cannot fit a temperature on non-finite probabilities; drop the NaN rows first")
     if bool((probs.argmax(1) == labels).all()):
-        logger.warning(
+        # Inside a chooser's folds this is expected on many folds: a note, not a warning per fold.
+        logger.log(
+            logging.INFO if small_validation_quiet() else logging.WARNING,
             "no validation errors among %d images: a temperature fitted there would only sharpen "
             "without limit, so T = 1 is kept for these probabilities",
             len(labels),
@@ -89,6 +99,8 @@ def fit_temperature(probs: torch.Tensor, labels: torch.Tensor) -> float:
     if not math.isfinite(fitted) or fitted <= 0:
         return 1.0
     fitted = min(max(fitted, MIN_TEMPERATURE), MAX_TEMPERATURE)
+    if prior_rows > 0:
+        fitted = math.exp(len(labels) / (len(labels) + prior_rows) * math.log(fitted))
     before = log_loss(probs.double(), labels)
     after = log_loss(apply_temperature(probs.double(), fitted), labels)
     return fitted if after <= before else 1.0
@@ -110,6 +122,8 @@ class CalibratedStrategy:
         temperature: the ensemble temperature, or None to fit it.
         members: scale the members (False: keep them as they are, temperature 1).
         refit_inner: re-fit an already fitted inner strategy on the scaled probabilities.
+        prior_rows: shrink fitted temperatures toward 1 on few validation images (see
+            :func:`fit_temperature`); 0 turns shrinking off.
     """
 
     def __init__(
@@ -119,7 +133,11 @@ class CalibratedStrategy:
         temperature: float | None = None,
         members: bool = True,
         refit_inner: bool = True,
+        prior_rows: float = 50.0,
     ) -> None:
+        if not (math.isfinite(prior_rows) and prior_rows >= 0):
+            raise ConfigError(f"prior_rows must be a finite number >= 0, got {prior_rows!r}")
+        self.prior_rows = float(prior_rows)
         self.inner = resolve_strategy(inner)
         self.member_temperatures: list[float] | None = (
             None if member_temperatures is None else [_check_t(t) for t in member_temperatures]
@@ -155,15 +173,18 @@ class CalibratedStrategy:
     def fit(self, probs: torch.Tensor, labels: torch.Tensor) -> None:
         """Fit member temperatures, the inner strategy, then the ensemble temperature."""
         probs = check_member_probs(probs).double()
+        warn_small_validation(probs.shape[1], "fitting temperatures")
         if self.members:
-            self.member_temperatures = [fit_temperature(p, labels) for p in probs]
+            self.member_temperatures = [fit_temperature(p, labels, prior_rows=self.prior_rows) for p in probs]
         else:
             self.member_temperatures = [1.0] * probs.shape[0]
         scaled = self.scale_members(probs)
         fit = getattr(self.inner, "fit", None)
         if callable(fit) and (self.refit_inner or getattr(self.inner, "needs_fit", False)):
-            fit(scaled, labels)
-        self.temperature = fit_temperature(self.inner.combine(scaled).double(), labels)
+            with quiet_small_validation():  # warned just above
+                fit(scaled, labels)
+        combined = self.inner.combine(scaled).double()
+        self.temperature = fit_temperature(combined, labels, prior_rows=self.prior_rows)
         self._update_needs_fit()
         logger.info(
             "calibrated: member temperatures %s, ensemble temperature %.4g",
@@ -179,6 +200,7 @@ class CalibratedStrategy:
             "temperature": self.temperature,
             "members": self.members,
             "refit_inner": self.refit_inner,
+            "prior_rows": self.prior_rows,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -189,6 +211,7 @@ class CalibratedStrategy:
         self.temperature = None if t is None else float(t)
         self.members = bool(state.get("members", True))
         self.refit_inner = bool(state.get("refit_inner", True))
+        self.prior_rows = float(state.get("prior_rows", 0.0))  # 0.1 files fitted without shrinking
         self._update_needs_fit()
 
     def __repr__(self) -> str:

@@ -35,10 +35,19 @@ import torch
 
 from ..errors import ConfigError
 from ..scoring import METRICS, metric_score
-from ._base import Strategy, check_labels, check_member_probs, fold_ids, strategy_name
+from ._base import (
+    Strategy,
+    check_labels,
+    check_member_probs,
+    fold_ids,
+    quiet_small_validation,
+    strategy_name,
+    warn_small_validation,
+)
+from ._calibrated import CalibratedStrategy
 from ._resolve import resolve_strategy
 
-__all__ = ["DEFAULT_CANDIDATES", "StrategyChoice", "choose_strategy", "fit_candidate"]
+__all__ = ["COMBINATIONS", "DEFAULT_CANDIDATES", "StrategyChoice", "choose_strategy", "fit_candidate"]
 
 logger = logging.getLogger("ensemblenet.strategies")
 
@@ -47,6 +56,14 @@ logger = logging.getLogger("ensemblenet.strategies")
 DEFAULT_CANDIDATES: tuple[str, ...] = ("mean", "weighted", "calibrated")
 
 Candidates = Sequence[str | Strategy] | Mapping[str, str | Strategy]
+
+#: The combinations a recipe names (``Recipe.combine``): the soft vote, weights fitted on
+#: log-loss, and temperatures per member and for the ensemble around fitted weights.
+COMBINATIONS: Mapping[str, str | Strategy] = {
+    "mean": "mean",
+    "weighted": "weighted",
+    "calibrated": CalibratedStrategy("weighted"),
+}
 
 
 @dataclass(frozen=True)
@@ -58,8 +75,12 @@ class StrategyChoice:
         strategy: that candidate, refitted on all the validation rows (ready to use).
         scores: each candidate's out-of-fold metric (lower is better; accuracy is negated).
         metric: ``"log_loss"``, ``"accuracy"`` or ``"brier"``.
-        folds: the number of folds used.
+        folds: the number of folds used (0: nothing was chosen, see :meth:`given`).
         n: the number of validation rows.
+        fitted: every candidate refitted on all the validation rows (the winner among them), e.g. to
+            show each one's test scores in a report.
+        chosen_by: ``"validation"`` (the best out-of-fold score won) or ``"recipe"`` (the name was
+            given, see :meth:`given`; the scores are for information).
     """
 
     name: str
@@ -68,8 +89,44 @@ class StrategyChoice:
     metric: str = "log_loss"
     folds: int = 5
     n: int = 0
+    fitted: dict[str, Strategy] = field(default_factory=dict, repr=False)
+    chosen_by: str = "validation"
+
+    @classmethod
+    def given(
+        cls,
+        name: str,
+        probs: torch.Tensor,
+        labels: torch.Tensor,
+        candidates: Candidates = DEFAULT_CANDIDATES,
+    ) -> StrategyChoice:
+        """No choice made: ``name`` (one of ``candidates``) as asked (``chosen_by="recipe"``). Every
+        candidate is still cross-fitted and scored, and fitted on all rows, so a report can show
+        what the others would have done."""
+        named = _label_candidates(candidates)
+        if name not in named:
+            raise ConfigError(f"combination {name!r} is not among the candidates {list(named)}")
+        if callable(getattr(_fresh(named[name]), "fit", None)):
+            warn_small_validation(probs.shape[1], "fitting the combination")
+        raw, fitted, k = _cross_fit(named, probs, labels, "log_loss", 5, 0)
+        scores = {label: s[0] for label, s in raw.items()}
+        return cls(name, fitted[name], scores, "log_loss", k, probs.shape[1], fitted, chosen_by="recipe")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data: what was chosen, how, and each candidate's score and fitted state."""
+        return {
+            "chosen": self.name,
+            "metric": self.metric,
+            "folds": self.folds,
+            "n": self.n,
+            "out_of_fold_scores": dict(self.scores),
+            "chosen_by": self.chosen_by,
+            "fitted": {k: repr(v) for k, v in self.fitted.items()},
+        }
 
     def __str__(self) -> str:
+        if self.chosen_by != "validation":
+            return f"using {self.name!r} as the recipe says (fitted on {self.n} validation rows)"
         ranked = ", ".join(f"{k} {v:.4f}" for k, v in sorted(self.scores.items(), key=lambda kv: kv[1]))
         how = f"{self.folds}-fold out-of-fold {self.metric} on {self.n} rows"
         return f"chose {self.name!r} by {how} ({ranked})"
@@ -109,26 +166,38 @@ def choose_strategy(
     if n < 2:
         raise ConfigError(f"choosing a strategy needs at least 2 validation rows to cross-fit, got {n}")
     named = _label_candidates(candidates)
-    k = min(folds, n)
-    ids = fold_ids(n, k, seed)
-    scores: dict[str, tuple[float, float]] = {}
-    for label, candidate in named.items():
-        oof = _out_of_fold(candidate, probs, labels, ids, k)
-        scores[label] = metric_score(metric, oof, labels)
-    best = next(iter(scores))
-    for label in scores:  # in the caller's order, so a tie keeps the earlier (simpler) candidate
-        if _better(scores[label], scores[best]):
+    warn_small_validation(n, "choosing the combination")
+    raw, fitted, k = _cross_fit(named, probs, labels, metric, folds, seed)
+    best = next(iter(raw))
+    for label in raw:  # in the caller's order, so a tie keeps the earlier (simpler) candidate
+        if _better(raw[label], raw[best]):
             best = label
-    choice = StrategyChoice(
-        name=best,
-        strategy=fit_candidate(named[best], probs, labels),
-        scores={label: (-s[0] if metric == "accuracy" else s[0]) for label, s in scores.items()},
-        metric=metric,
-        folds=k,
-        n=n,
-    )
+    scores = {label: (-s[0] if metric == "accuracy" else s[0]) for label, s in raw.items()}
+    choice = StrategyChoice(best, fitted[best], scores, metric, k, n, fitted)
     logger.info("%s", choice)
     return choice
+
+
+def _cross_fit(
+    named: dict[str, str | Strategy],
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    metric: str,
+    folds: int,
+    seed: int,
+) -> tuple[dict[str, Any], dict[str, Strategy], int]:
+    """Each candidate's out-of-fold score (stratified folds), each fitted on all rows, and the fold count."""
+    probs = check_member_probs(probs).double()
+    labels = check_labels(labels, probs)
+    n = probs.shape[1]
+    k = min(folds, n)
+    ids = fold_ids(n, k, seed, labels)
+    scores: dict[str, Any] = {}
+    with quiet_small_validation():  # the caller warned once, not once per fold and candidate
+        for label, candidate in named.items():
+            scores[label] = metric_score(metric, _out_of_fold(candidate, probs, labels, ids, k), labels)
+        fitted = {label: fit_candidate(c, probs, labels) for label, c in named.items()}
+    return scores, fitted, k
 
 
 def _better(a: tuple[float, float], b: tuple[float, float], rel: float = 1e-9) -> bool:

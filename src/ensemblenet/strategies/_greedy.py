@@ -27,7 +27,7 @@ import torch
 
 from ..errors import ConfigError
 from ..scoring import METRICS, metric_score
-from ._base import check_labels, check_member_probs, register_strategy, single_thread
+from ._base import check_labels, check_member_probs, register_strategy, single_thread, warn_small_validation
 from ._weighted import restored_weights, weighted_mean
 
 __all__ = ["GreedyStrategy"]
@@ -76,6 +76,7 @@ class GreedyStrategy:
         """Select members on validation ``probs`` ``(M, N, C)`` and ``labels`` ``(N,)``."""
         probs = check_member_probs(probs).double()
         labels = check_labels(labels, probs)
+        warn_small_validation(probs.shape[1], "selecting members greedily")
         with single_thread():
             self._select(probs, labels)
 

@@ -20,7 +20,14 @@ import torch
 
 from ..errors import ConfigError
 from ..scoring import log_loss
-from ._base import check_labels, check_member_probs, fold_ids, register_strategy, single_thread
+from ._base import (
+    check_labels,
+    check_member_probs,
+    fold_ids,
+    register_strategy,
+    single_thread,
+    warn_small_validation,
+)
 
 __all__ = ["StackingStrategy"]
 
@@ -103,6 +110,7 @@ class StackingStrategy:
         probs = check_member_probs(probs).double()
         labels = check_labels(labels, probs)
         n, classes = probs.shape[1], probs.shape[2]
+        warn_small_validation(n, "fitting a stacking combiner")
         x = _features(probs)
         if n < 2:  # nothing to cross-fit with: the strongest regularization, and no OOF estimate
             logger.warning(
@@ -113,7 +121,7 @@ class StackingStrategy:
             self.needs_fit = False
             return
         k = min(self.folds, n)
-        ids = fold_ids(n, k, self.seed)
+        ids = fold_ids(n, k, self.seed, labels)
         best: tuple[float, float, torch.Tensor] | None = None
         self.cv_log_loss = {}
         for l2 in sorted(self.l2_grid, reverse=True):  # strongest first: it wins ties

@@ -10,7 +10,7 @@ import torch
 
 from ..errors import ConfigError
 from ..scoring import log_loss
-from ._base import check_labels, check_member_probs, register_strategy
+from ._base import check_labels, check_member_probs, register_strategy, warn_small_validation
 
 __all__ = ["WeightedStrategy", "normalize_weights", "weighted_mean"]
 
@@ -22,16 +22,29 @@ class WeightedStrategy:
     Args:
         weights: one non-negative weight per member (normalized here), or None to learn them with
             :meth:`fit` (``Ensemble.fit_weights(val)``) on validation data.
+        prior_rows: how strongly fitted weights are shrunk toward uniform, in validation images:
+            fitted on ``n`` images, the weights are ``n / (n + prior_rows)`` of the fitted ones plus
+            the rest of uniform ones. 0 turns shrinking off.
 
     :meth:`fit` minimizes the validation log-loss over the simplex (softmax parametrization,
-    L-BFGS in float64, started at uniform weights; deterministic) and keeps uniform weights unless
-    the fitted ones are at least as good, so fitted weights are never worse than uniform on the
-    data they were fitted on.
+    L-BFGS in float64, started at uniform weights; deterministic), shrinks the result toward
+    uniform, and keeps uniform weights unless the result is at least as good, so fitted weights are
+    never worse than uniform on the data they were fitted on (the log-loss is convex in the
+    weights, so shrinking toward uniform never makes it worse than uniform either).
+
+    Why shrink: fitted on a handful of images, the weights follow whichever member was lucky on
+    them. On 12 validation images where one member made no mistake, the unshrunk fit gave it all
+    the weight (``[1, 0]``) and lost to the better member on the test images; with the default
+    ``prior_rows`` 12 images move the weights only a fifth of the way from uniform, while 3,690
+    images (Dogs vs Cats) keep 99 % of the fit.
     """
 
-    def __init__(self, weights: Sequence[float] | None = None) -> None:
+    def __init__(self, weights: Sequence[float] | None = None, *, prior_rows: float = 50.0) -> None:
         self._weights: torch.Tensor | None = None if weights is None else normalize_weights(weights)
         self.needs_fit = weights is None
+        if not (math.isfinite(prior_rows) and prior_rows >= 0):
+            raise ConfigError(f"prior_rows must be a finite number >= 0, got {prior_rows!r}")
+        self.prior_rows = float(prior_rows)
 
     @property
     def weights(self) -> torch.Tensor | None:
@@ -54,6 +67,7 @@ class WeightedStrategy:
         if not torch.isfinite(probs).all():
             raise ConfigError("cannot fit weights on non-finite probabilities; drop the NaN rows first")
         members = probs.shape[0]
+        warn_small_validation(probs.shape[1], "fitting member weights")
         uniform = torch.full((members,), 1.0 / members, dtype=torch.float64)
         # Only the probability each member gives the true class matters for the log-loss.
         true_probs = probs.double()[:, torch.arange(probs.shape[1]), labels]  # (M, N)
@@ -71,7 +85,8 @@ class WeightedStrategy:
 
         if members > 1:
             optimizer.step(closure)  # type: ignore[no-untyped-call]
-        fitted = torch.softmax(logits.detach(), dim=0)
+        share = probs.shape[1] / (probs.shape[1] + self.prior_rows)
+        fitted = share * torch.softmax(logits.detach(), dim=0) + (1 - share) * uniform
         # Judge with the exact computation users will measure (combine + metrics.log_loss), so the
         # "never worse than uniform" promise holds on these data, rounding included.
         fitted_loss = log_loss(weighted_mean(probs, fitted), labels)
@@ -81,9 +96,13 @@ class WeightedStrategy:
 
     def state_dict(self) -> dict[str, Any]:
         """Plain-data state, for saving an ensemble to one file."""
-        return {"weights": None if self._weights is None else self._weights.tolist()}
+        return {
+            "weights": None if self._weights is None else self._weights.tolist(),
+            "prior_rows": self.prior_rows,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.prior_rows = float(state.get("prior_rows", 0.0))  # files from 0.1 fitted without shrinking
         weights = state.get("weights")
         self._weights = None if weights is None else restored_weights(weights)
         self.needs_fit = weights is None

@@ -8,23 +8,36 @@ the policy keeps a backbone prefix frozen in eval mode, :func:`fit_with_feature_
 that prefix once and trains only the rest; with a teacher's probabilities as targets and a
 :class:`DistillationLoss` it distils an ensemble into one student.
 
-A newcomer adds a callback by subclassing :class:`Callback`.
+Training is visible while it runs: :class:`ProgressPrinter` prints an epoch table as each epoch
+ends, :class:`CSVLogger` keeps a ``metrics.csv``, :class:`TensorBoardLogger` writes TensorBoard
+scalars (:func:`~ensemblenet.finetune` adds the first two by default).
+
+A newcomer adds a callback or a logger by subclassing :class:`Callback`.
 """
 
 from ._callbacks import Callback, EarlyStopping, ModelCheckpoint, TrainerState
 from ._config import OPTIMIZERS, PRECISIONS, TrainConfig, resolve_device
 from ._distillation import DistillationLoss, pack_targets, soften, unpack_targets
 from ._distributed import DistContext, ShardSampler, barrier, is_main_process
-from ._feature_cache import FeatureCache, compute_features, fit_with_feature_cache, frozen_stages
+from ._feature_cache import (
+    DEFAULT_VIEWS,
+    FeatureCache,
+    compute_features,
+    fit_with_feature_cache,
+    frozen_stages,
+)
 from ._history import EpochRecord, History
+from ._loggers import CSVLogger, ProgressPrinter, TensorBoardLogger, read_metrics_csv
 from ._schedules import SCHEDULES, lr_factor
 from ._sync_batchnorm import convert_sync_batchnorm, revert_sync_batchnorm
 from ._trainer import Trainer
 
 __all__ = [
+    "DEFAULT_VIEWS",
     "OPTIMIZERS",
     "PRECISIONS",
     "SCHEDULES",
+    "CSVLogger",
     "Callback",
     "DistContext",
     "DistillationLoss",
@@ -33,7 +46,9 @@ __all__ = [
     "FeatureCache",
     "History",
     "ModelCheckpoint",
+    "ProgressPrinter",
     "ShardSampler",
+    "TensorBoardLogger",
     "TrainConfig",
     "Trainer",
     "TrainerState",
@@ -45,6 +60,7 @@ __all__ = [
     "is_main_process",
     "lr_factor",
     "pack_targets",
+    "read_metrics_csv",
     "resolve_device",
     "revert_sync_batchnorm",
     "soften",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..data import resolve_augment
 from ..errors import ConfigError
 from ._schedules import lr_factor
 
@@ -28,7 +29,9 @@ class TrainConfig:
         schedule: ``"constant"``, ``"cosine"`` or ``"linear"`` decay per step, after ``warmup``.
         warmup: fraction of all steps with a linear warm-up from 0.
         batch_size: training batch size; ``eval_batch_size`` defaults to twice it.
-        augment: random horizontal flips during training (the notebook uses none).
+        augment: training-time augmentation: ``"none"`` (the notebook's), ``"flip"``, ``"light"``
+            (flip + random resized crop) or ``"strong"`` (+ TrivialAugmentWide); ``True`` means
+            ``"flip"`` and ``False`` ``"none"`` (see :mod:`ensemblenet.data`).
         num_workers: DataLoader worker processes (0: decode in the main process; on 2 cores
             workers compete with the model for CPU).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
@@ -45,6 +48,7 @@ class TrainConfig:
             decoded and resized once, later epochs read ``uint8`` pixels from it. None: off.
         sync_batchnorm: under ``torchrun`` on GPUs, compute BatchNorm batch statistics over the global
             batch (``SyncBatchNorm``) instead of each rank's share; see :class:`~ensemblenet.DistContext`.
+        label: a name shown in the progress bars (e.g. the ensemble member being trained).
     """
 
     epochs: int = 2
@@ -55,7 +59,7 @@ class TrainConfig:
     warmup: float = 0.0
     batch_size: int = 32
     eval_batch_size: int | None = None
-    augment: bool = False
+    augment: bool | str = False
     num_workers: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -66,6 +70,7 @@ class TrainConfig:
     channels_last: bool = True
     cache_dir: str | None = None
     sync_batchnorm: bool = False
+    label: str = ""
 
     def __post_init__(self) -> None:
         def bad(name: str, rule: str) -> ConfigError:
@@ -86,6 +91,13 @@ class TrainConfig:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise bad("label_smoothing", "must be in [0, 1)")
         lr_factor(self.schedule, 0, 1, self.warmup)  # validates the schedule name
+        resolve_augment(self.augment)  # validates the preset name (an unknown one lists the valid ones)
+        if self.augment == "none":
+            object.__setattr__(self, "augment", False)  # one spelling of "no augmentation"
+        if self.weight_decay < 0 or not math.isfinite(self.weight_decay):
+            raise bad("weight_decay", "must be a finite number >= 0")
+        if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
+            raise bad("grad_clip", "must be a positive finite number or None")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -13,9 +13,12 @@ Stages are defined per backbone family in :mod:`ensemblenet.models` (``split_bac
 >>> trainer = Trainer(TrainConfig(epochs=5), freeze="head_only")  # doctest: +SKIP
 >>> history = fit_with_feature_cache(trainer, model, train, val)  # doctest: +SKIP
 
-With ``augment=True`` the features of both the image and its left-right mirror are cached (twice
-the one-off cost), and each epoch picks one per image with the same coin as the image path. The
-cache is kept in memory, ``float16`` by default (half the memory; logits agree with the uncached
+With ``augment=True`` (``"flip"``) the features of both the image and its left-right mirror are
+cached (twice the one-off cost), and each epoch picks one per image with the same coin as the
+image path. With ``"light"`` or ``"strong"`` a fixed number of augmented views per image
+(``views``, drawn once with a seeded generator) are cached beside the plain one, and each epoch
+picks one of them per image at random: ``1 + views`` times the one-off cost, then free epochs.
+The cache is kept in memory, ``float16`` by default (half the memory; logits agree with the uncached
 path to about 1e-3, see ``tests/test_features.py``); pass ``dtype=torch.float32`` for agreement
 to float rounding.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -32,14 +36,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..data import Samples, make_loader
+from ..data import Samples, make_loader, resolve_augment
 from ..errors import ConfigError
 from ..models import FreezePolicy, FreezeStages, HeadOnly, TransferModel, split_backbone
 from ._distillation import pack_targets
 from ._history import History
 from ._trainer import Trainer
 
-__all__ = ["FeatureCache", "compute_features", "fit_with_feature_cache", "frozen_stages"]
+__all__ = ["DEFAULT_VIEWS", "FeatureCache", "compute_features", "fit_with_feature_cache", "frozen_stages"]
+
+#: Augmented views cached per image for ``"light"``/``"strong"`` when ``views`` is not given.
+DEFAULT_VIEWS = 4
 
 log = logging.getLogger("ensemblenet.training")
 
@@ -68,7 +75,8 @@ class FeatureCache:
     """Prefix outputs of a set of images.
 
     Attributes:
-        features: ``(F, N, ...)``: ``F`` = 1, or 2 with the mirrored images' features at index 1.
+        features: ``(F, N, ...)``: index 0 holds the plain images' features; ``F`` = 1, or 2 with the
+            mirrored images' at index 1, or ``1 + views`` with augmented views at 1 and up.
         labels: ``int64 (N,)``.
         indices: ``int64 (N,)`` indices into the samples (unreadable files are left out).
         skipped: sample indices that could not be decoded.
@@ -93,8 +101,16 @@ def compute_features(
     batch_size: int = 64,
     cache_dir: str | None = None,
     device: torch.device | str = "cpu",
+    augment: str | None = None,
+    views: int = 0,
+    seed: int = 0,
 ) -> FeatureCache:
-    """Run the frozen prefix (``stages``; None = whole backbone) in eval mode over ``samples`` once."""
+    """Run the frozen prefix (``stages``; None = whole backbone) in eval mode over ``samples`` once.
+
+    ``flips`` adds the mirrored images' features; ``augment`` (a preset name such as ``"light"``)
+    with ``views`` adds that many augmented views per image, drawn from a generator seeded with
+    ``seed`` (the same views for the same seed).
+    """
 
     prefix, _ = split_backbone(model.backbone, stages)
     was_training = model.training
@@ -103,8 +119,38 @@ def compute_features(
     model.to(memory_format=torch.channels_last)  # same arithmetic, faster convolutions on CPU
     with torch.inference_mode():
         cache = _run_prefix(model, prefix, samples, dtype, flips, batch_size, cache_dir, device)
+        if augment is not None and views > 0:
+            extra = [
+                _augmented_view(
+                    model, prefix, samples, dtype, batch_size, cache_dir, device, augment, seed, v
+                )
+                for v in range(1, views + 1)
+            ]
+            for view in extra:
+                if not torch.equal(view.indices, cache.indices):  # the same files, in the same order
+                    raise ConfigError("an augmented view read other images than the plain one")
+            cache.features = torch.cat([cache.features, *(v.features for v in extra)])
     model.train(was_training)
     return cache
+
+
+def _augmented_view(
+    model: TransferModel,
+    prefix: nn.Module,
+    samples: Any,
+    dtype: torch.dtype,
+    batch_size: int,
+    cache_dir: str | None,
+    device: torch.device | str,
+    augment: str,
+    seed: int,
+    view: int,
+) -> FeatureCache:
+    # Drawn from the global generator in this process (num_workers=0), reseeded per view inside
+    # fork_rng, so the caller's random state is untouched and the views depend on (seed, view) only.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed * 1_000_003 + 7919 * view)
+        return _run_prefix(model, prefix, samples, dtype, False, batch_size, cache_dir, device, augment)
 
 
 def _run_prefix(
@@ -116,10 +162,12 @@ def _run_prefix(
     batch_size: int,
     cache_dir: str | None,
     device: torch.device | str,
+    augment: str | None = None,
 ) -> FeatureCache:
     chunks: list[list[torch.Tensor]] = [[] for _ in range(2 if flips else 1)]
     labels, indices, skipped = [], [], []
-    for batch in make_loader(samples, model.spec, batch_size=batch_size, cache_dir=cache_dir):
+    loader = make_loader(samples, model.spec, batch_size=batch_size, cache_dir=cache_dir, augment=augment)
+    for batch in loader:
         skipped += batch.skipped
         if len(batch) == 0:
             continue
@@ -142,18 +190,27 @@ def _run_prefix(
 
 
 class _FeatureDataset(Dataset[tuple[torch.Tensor, Any]]):
-    def __init__(self, cache: FeatureCache, augment: bool, targets: torch.Tensor | None = None) -> None:
-        self.cache, self.augment = cache, augment and cache.features.shape[0] == 2
+    def __init__(
+        self,
+        cache: FeatureCache,
+        augment: bool,
+        samples: Samples | None = None,
+        targets: torch.Tensor | None = None,
+    ) -> None:
+        self.cache, self.views = cache, cache.features.shape[0] if augment else 1
+        self.samples = samples  # the images behind the features: a resumed run checks they are the same
         self.targets = targets  # one row per cached image (e.g. packed distillation targets)
 
     def __len__(self) -> int:
         return len(self.cache)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, Any]:
-        # The same coin as the image path (one torch.rand per image), so flips follow the same seed.
-        flip = self.augment and bool(torch.rand(()) < 0.5)
+        if self.views == 2:  # the same coin as the image path (one torch.rand), so flips follow the seed
+            view = int(bool(torch.rand(()) < 0.5))
+        else:  # one of the cached views (the plain one included), uniformly
+            view = int(torch.randint(self.views, ())) if self.views > 2 else 0
         target = self.targets[i] if self.targets is not None else int(self.cache.labels[i])
-        return self.cache.features[int(flip), i], target
+        return self.cache.features[view, i], target
 
 
 def _cached_targets(cache: FeatureCache, soft_targets: torch.Tensor, n_samples: int | None) -> torch.Tensor:
@@ -188,6 +245,8 @@ def fit_with_feature_cache(
     val: Any = None,
     *,
     dtype: torch.dtype = torch.float16,
+    views: int | None = None,
+    resume: str | os.PathLike[str] | None = None,
     soft_targets: torch.Tensor | None = None,
 ) -> History:
     """``trainer.fit(model, train, val)``, with the frozen prefix computed once instead of every epoch.
@@ -196,15 +255,17 @@ def fit_with_feature_cache(
     :func:`compute_features` with the same stage count (to reuse features across runs, e.g. a
     learning-rate sweep; ``dtype`` is then ignored). The trainer's policy must keep a prefix
     frozen in eval mode (``head_only`` or ``freeze_stages``; see :func:`frozen_stages`). With
-    ``trainer.config.augment`` the features of mirrored images are cached too. Training runs
-    through ``trainer.fit`` (same optimizer, schedule, seeding, callbacks); during it ``model``'s
-    forward takes cached features, afterwards it takes images again. ``resume=`` is not supported.
+    ``trainer.config.augment`` ``"flip"`` (or True) the features of mirrored images are cached too;
+    with ``"light"`` or ``"strong"``, ``views`` augmented views per image (default
+    :data:`DEFAULT_VIEWS`). Training runs through ``trainer.fit`` (same optimizer, schedule,
+    seeding, callbacks, ``resume``); during it ``model``'s forward takes cached features,
+    afterwards it takes images again.
 
     ``soft_targets`` (``(len(train), C)`` probabilities, rows in ``train``'s sample order, e.g. a
     teacher ensemble's :meth:`~ensemblenet.Ensemble.predict_proba`) replace the labels as training
     targets: each batch then carries :func:`pack_targets` rows (probabilities and label), which the
     trainer's ``criterion`` must read (e.g. :class:`DistillationLoss`; :func:`ensemblenet.distill`
-    sets this up). Mirrored views get the probabilities of their image. Validation still scores
+    sets this up). Every view of an image gets the probabilities of their image. Validation still scores
     cross-entropy against the labels.
     """
     kinds = (Samples, FeatureCache)
@@ -223,12 +284,21 @@ def fit_with_feature_cache(
     cfg = trainer.config
     device = trainer.device
     _, rest = split_backbone(model.backbone, stages)
+    augmentation = resolve_augment(cfg.augment)
+    if views is not None and (isinstance(views, bool) or not isinstance(views, int) or views < 0):
+        raise ConfigError(f"views must be an int >= 0 (augmented feature views per image), got {views!r}")
     if isinstance(train, FeatureCache):
         train_cache = train
+    elif augmentation is None or augmentation.only_flips:
+        train_cache = compute_features(
+            model, train, stages, dtype=dtype, flips=augmentation is not None, cache_dir=cfg.cache_dir,
+            device=device,
+        )  # fmt: skip
     else:
         train_cache = compute_features(
-            model, train, stages, dtype=dtype, flips=cfg.augment, cache_dir=cfg.cache_dir, device=device
-        )
+            model, train, stages, dtype=dtype, cache_dir=cfg.cache_dir, device=device,
+            augment=augmentation.name, views=DEFAULT_VIEWS if views is None else views, seed=cfg.seed,
+        )  # fmt: skip
     log.info(
         "cached features %s of %d training images", tuple(train_cache.features.shape[2:]), len(train_cache)
     )
@@ -236,7 +306,9 @@ def fit_with_feature_cache(
     n_train = len(train) if isinstance(train, Samples) else None
     targets = None if soft_targets is None else _cached_targets(train_cache, soft_targets, n_train)
     train_loader = DataLoader(
-        _FeatureDataset(train_cache, cfg.augment, targets),
+        _FeatureDataset(
+            train_cache, augmentation is not None, train if isinstance(train, Samples) else None, targets
+        ),
         batch_size=cfg.batch_size,
         shuffle=True,
         generator=generator,
@@ -249,8 +321,9 @@ def fit_with_feature_cache(
             else compute_features(model, val, stages, dtype=dtype, cache_dir=cfg.cache_dir, device=device)
         )
         val_loader = DataLoader(
-            _FeatureDataset(val_cache, False), batch_size=cfg.eval_batch_size or 2 * cfg.batch_size
+            _FeatureDataset(val_cache, False, val if isinstance(val, Samples) else None),
+            batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
         )
     with _forward_from_features(model, rest):
-        history: History = trainer.fit(model, train_loader, val_loader)
+        history: History = trainer.fit(model, train_loader, val_loader, resume=resume)
     return history

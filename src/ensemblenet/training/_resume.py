@@ -51,9 +51,12 @@ _TRAIN_FIELDS = (
 
 def files_digest(data: Any) -> dict[str, Any] | None:
     """``{"files": n, "sha256": ...}`` of a :class:`~ensemblenet.Samples`' files and labels, by their
-    paths relative to the folder they share; None for data it cannot see into (a DataLoader)."""
+    paths relative to the folder they share (also behind a DataLoader whose dataset names its
+    ``samples``, as the frozen-feature cache's does); None for data it cannot see into."""
     if not isinstance(data, Samples):
-        return None
+        data = getattr(getattr(data, "dataset", None), "samples", None)
+        if not isinstance(data, Samples):
+            return None
     paths = [os.fspath(p) for p in data.paths]
     root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0]) if paths else ""
     digest = hashlib.sha256()

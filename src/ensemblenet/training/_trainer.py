@@ -244,7 +244,7 @@ class Trainer:
             total_loss, seen, skipped = 0.0, 0, 0
             bar = tqdm(
                 train_loader,
-                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                desc=f"{cfg.label + ' ' if cfg.label else ''}epoch {epoch + 1}/{cfg.epochs}",
                 disable=not cfg.progress or not self.dist.is_main,
                 leave=False,
             )
@@ -307,9 +307,8 @@ class Trainer:
         was_training = model.training
         model.eval().to(self.device)
         total_loss, correct, n, skipped = 0.0, 0, 0, 0
-        bar = tqdm(
-            loader, desc="evaluate", disable=not self.config.progress or not self.dist.is_main, leave=False
-        )
+        desc = f"{self.config.label} evaluate" if self.config.label else "evaluate"
+        bar = tqdm(loader, desc=desc, disable=not self.config.progress or not self.dist.is_main, leave=False)
         for batch in bar:
             images, labels, dropped = _unpack(batch)
             skipped += len(dropped)

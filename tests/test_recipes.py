@@ -1,0 +1,181 @@
+"""Recipes: named, overridable field by field, registrable, and what finetune actually runs."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from ensemblenet import (
+    Callback,
+    ConfigError,
+    DuplicateNameError,
+    EpochRecord,
+    FreezeUnfreeze,
+    Recipe,
+    UnknownNameError,
+    finetune,
+    get_recipe,
+    list_recipes,
+    register_recipe,
+    train_ensemble,
+)
+from ensemblenet.api import DEFAULT_RECIPE, RECIPES
+
+from .conftest import registered_tiny_source, write_class_folder
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_the_built_in_recipes() -> None:
+    assert list_recipes() == ["fast", "full", "reference"] and DEFAULT_RECIPE == "fast"
+    assert get_recipe() is get_recipe("fast")
+    reference = get_recipe("reference")
+    assert (reference.freeze, reference.epochs, reference.lr, reference.batch_size) == (
+        "bn_only",
+        2,
+        1e-3,
+        32,
+    )
+    assert (reference.schedule, reference.augment, reference.feature_cache, reference.combine) == (
+        "constant", "none", False, "mean",
+    )  # fmt: skip
+    fast = get_recipe("fast")
+    assert (fast.freeze, fast.feature_cache, fast.schedule, fast.combine) == (
+        "head_only",
+        True,
+        "cosine",
+        "auto",
+    )
+    full = get_recipe("full")
+    assert (
+        isinstance(full.freeze, FreezeUnfreeze)
+        and full.freeze.backbone_lr_scale < 1
+        and not full.feature_cache
+    )
+    assert "recipe 'fast': freeze head_only" in str(fast)
+    assert fast.to_dict()["freeze"] == {"name": "head_only"}
+
+
+def test_overrides_field_by_field() -> None:
+    fast = get_recipe("fast")
+    longer = fast.replace(epochs=20, lr=None)  # None: keep
+    assert (longer.epochs, longer.lr, longer.freeze) == (20, fast.lr, fast.freeze)
+    assert dataclasses.replace(fast, epochs=3).epochs == 3
+    with pytest.raises(ConfigError, match=r"no field\(s\) \['epoch'\]"):
+        fast.replace(epoch=3)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"combine": "median"}, "Recipe.combine='median': must be one of"),
+        ({"augment": "randaugment"}, "unknown augmentation: 'randaugment'"),
+        ({"epochs": 0}, "TrainConfig.epochs=0"),
+        ({"feature_views": -1}, "feature_views=-1"),
+        ({"augment": "light", "feature_views": 0}, "would train on unaugmented features only"),
+        ({"freeze": "bn_olny"}, "Did you mean 'bn_only'"),
+    ],
+)
+def test_bad_fields_are_refused_with_the_valid_options(changes: dict[str, object], message: str) -> None:
+    with pytest.raises((ConfigError, UnknownNameError), match=message):
+        get_recipe("fast").replace(**changes)
+
+
+def test_unknown_and_duplicate_names() -> None:
+    with pytest.raises(UnknownNameError, match=r"unknown recipe: 'fsat'\. Did you mean 'fast'"):
+        get_recipe("fsat")
+    with pytest.raises(DuplicateNameError):
+        register_recipe(Recipe("fast"))
+
+
+def test_finetune_runs_the_recipe_with_overrides(tmp_path: Path) -> None:
+    folder = write_class_folder(tmp_path / "images", per_class=12)
+    with registered_tiny_source("recipe-tiny"):
+        fast = finetune("recipe-tiny:4", folder, epochs=3, out=tmp_path / "fast.pt", progress=False)
+        reference = finetune(
+            "recipe-tiny:4", folder, recipe="reference", out=tmp_path / "ref.pt", progress=False
+        )
+        none = finetune(
+            "recipe-tiny:4",
+            folder,
+            recipe="fast",
+            freeze="none",
+            epochs=1,
+            out=tmp_path / "n.pt",
+            progress=False,
+        )
+        with pytest.raises(ConfigError, match="feature cache needs a freeze policy"):
+            finetune("recipe-tiny:4", folder, freeze="bn_only", feature_cache=True, out=tmp_path / "x.pt")
+    assert fast.recipe is not None and fast.recipe.name == "fast" and len(fast.history) == 3
+    assert fast.feature_seconds > 0  # features were computed once, outside the epochs
+    assert (
+        reference.recipe is not None and reference.recipe.freeze == "bn_only" and len(reference.history) == 2
+    )
+    assert reference.feature_seconds == 0.0
+    assert none.feature_seconds == 0.0  # the policy trains the backbone: no cache, and no error
+    assert [r.lr for r in reference.history] == [1e-3, 1e-3]  # constant schedule
+    text = repr(fast)
+    assert (
+        text.startswith("FinetuneResult('recipe-tiny:4', 3 epochs") and len(text) < 300 and "\n" not in text
+    )
+
+
+def test_a_registered_recipe_is_selectable_by_name(tmp_path: Path) -> None:
+    folder = write_class_folder(tmp_path / "images", per_class=8)
+    mine = register_recipe(Recipe("tiny-test", freeze="none", epochs=1, feature_cache=False, combine="mean"))
+    try:
+        with registered_tiny_source("recipe-tiny"):
+            run = train_ensemble(
+                ["recipe-tiny:4", "recipe-tiny:6"],
+                folder,
+                recipe="tiny-test",
+                out_dir=tmp_path,
+                progress=False,
+            )
+            ensemble = run.ensemble(progress=False)
+        assert run.recipe is mine and [len(m.history) for m in run] == [1, 1]
+        assert run.choice is not None and run.choice.name == "mean" and run.choice.chosen_by == "recipe"
+        assert type(ensemble.strategy).__name__ == "MeanStrategy"
+        assert run.meta()["choice"]["chosen_by"] == "recipe"  # nothing chosen: the recipe said "mean"
+        assert set(run.meta()["choice"]["out_of_fold_scores"]) == {"mean", "weighted", "calibrated"}
+    finally:
+        RECIPES.unregister("tiny-test")
+
+
+class StopAfter(Callback):
+    """Ctrl-C after ``epochs`` epochs (what a user's interrupt does, at a known moment)."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_epoch_end(self, trainer: object, model: object, record: EpochRecord) -> None:
+        if record.epoch == self.epochs:
+            raise KeyboardInterrupt
+
+
+def test_the_fast_recipe_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    """Cached features, augmented views, cosine schedule: an interrupted run resumed from its state
+    file ends with the same weights as an uninterrupted one (the trainer seeds every epoch)."""
+    folder = write_class_folder(tmp_path / "images", per_class=12)
+    common = {"epochs": 4, "augment": "light", "feature_views": 2, "progress": False}
+    with registered_tiny_source("recipe-tiny"):
+        straight = finetune("recipe-tiny:4", folder, out=tmp_path / "a.pt", **common)
+        state = tmp_path / "b.state.pt"
+        out = tmp_path / "b.pt"
+        with pytest.raises(KeyboardInterrupt):
+            finetune("recipe-tiny:4", folder, out=out, state_path=state, callbacks=[StopAfter(2)], **common)
+        resumed = finetune("recipe-tiny:4", folder, out=out, resume=state, **common)
+    for name in ("train_loss", "val_loss", "val_accuracy", "lr"):  # wall times differ, nothing else
+        assert resumed.history.column(name) == straight.history.column(name), name
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_augmenting_the_fast_recipe_caches_augmented_views() -> None:
+    """Overriding only ``augment`` on the cached recipe must not be a silent no-op: views are cached."""
+    strong = get_recipe("fast").replace(augment="strong")
+    assert strong.feature_cache and strong.feature_views >= 1
+    assert "(4 augmented views)" in str(strong) and "augmented views" not in str(get_recipe("fast"))
