@@ -13,13 +13,15 @@ The steps, each in its own module: scanning a folder into :class:`Samples` (path
 deterministic stratified splits; safe decoding (:func:`load_image`, one bad file never ends a
 run); a :class:`View` per backbone (the one resize table); :class:`ImageDataset` and
 :func:`make_loader` (one ``uint8`` tensor per distinct view, unreadable files skipped and
-counted); and the on-disk :class:`DecodedCache` of decoded pixels.
+counted); the on-disk :class:`DecodedCache` of decoded pixels; and :func:`prefetch`, which
+decodes the next batches on a second thread while the network runs.
 """
 
 from ._dataset import ImageDataset, Item, Skipped, ViewLike
 from ._decode import FORMATS, UnreadableImageError, check_image, load_image
 from ._decoded_cache import CACHE_VERSION, DecodedCache, file_stamp
 from ._loader import Batch, collate, make_loader
+from ._prefetch import prefetch
 from ._samples import DEFAULT_SPLIT, Samples, describe_skipped, split_samples
 from ._scan import IMAGE_EXTENSIONS, LAYOUTS, list_image_files, scan_folder
 from ._views import View
@@ -46,6 +48,7 @@ __all__ = [
     "list_image_files",
     "load_image",
     "make_loader",
+    "prefetch",
     "scan_folder",
     "split_samples",
 ]

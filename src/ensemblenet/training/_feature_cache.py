@@ -23,6 +23,7 @@ to float rounding.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +33,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..data import Samples, make_loader
+from ..data import Samples, make_loader, prefetch
+from ..engine import (
+    Engine,
+    EngineLike,
+    OnnxRuntimeEngine,
+    Runner,
+    TorchEngine,
+    prefix_runner,
+    resolve_engine,
+)
 from ..errors import ConfigError
 from ..models import FreezePolicy, FreezeStages, HeadOnly, TransferModel, split_backbone
 from ._history import History
@@ -92,40 +102,54 @@ def compute_features(
     batch_size: int = 64,
     cache_dir: str | None = None,
     device: torch.device | str = "cpu",
+    engine: EngineLike = "auto",
 ) -> FeatureCache:
-    """Run the frozen prefix (``stages``; None = whole backbone) in eval mode over ``samples`` once."""
+    """Run the frozen prefix (``stages``; None = whole backbone) in eval mode over ``samples`` once.
 
-    prefix, _ = split_backbone(model.backbone, stages)
+    ``engine`` runs the prefix (see :mod:`ensemblenet.engine`): ``"auto"`` is ONNX Runtime on a
+    CPU when it is installed, else PyTorch. ``"onnxruntime-int8"`` needs an engine object with
+    ``calibration=`` training images here (:func:`fit_with_feature_cache` passes its training
+    images itself).
+    """
+    chosen = resolve_engine(engine, device=device)
     was_training = model.training
-    # Outside inference_mode: converting parameters inside it would turn them into inference tensors.
+    # Outside inference_mode: converting parameters inside it would turn them into inference
+    # tensors, and the ONNX exporter cannot trace them.
     model.eval().to(device)
-    model.to(memory_format=torch.channels_last)  # same arithmetic, faster convolutions on CPU
+    if isinstance(chosen, TorchEngine):
+        model.to(memory_format=torch.channels_last)  # same arithmetic, faster eager convolutions on CPU
+    runner = prefix_runner(model, stages, chosen).prepare()  # export or find the graph outside inference_mode
     with torch.inference_mode():
-        cache = _run_prefix(model, prefix, samples, dtype, flips, batch_size, cache_dir, device)
+        cache = _run_prefix(runner, model, samples, dtype, flips, batch_size, cache_dir, device, chosen)
     model.train(was_training)
     return cache
 
 
 def _run_prefix(
+    runner: Runner,
     model: TransferModel,
-    prefix: nn.Module,
     samples: Any,
     dtype: torch.dtype,
     flips: bool,
     batch_size: int,
     cache_dir: str | None,
     device: torch.device | str,
+    engine: Engine,
 ) -> FeatureCache:
     chunks: list[list[torch.Tensor]] = [[] for _ in range(2 if flips else 1)]
     labels, indices, skipped = [], [], []
-    for batch in make_loader(samples, model.spec, batch_size=batch_size, cache_dir=cache_dir):
+    loader = make_loader(samples, model.spec, batch_size=batch_size, cache_dir=cache_dir)
+    # Decoding the next batch on a second thread while the engine runs this one (measured on the
+    # performance page); the torch engine keeps decoding inline (its threads fill the cores).
+    layout = torch.channels_last if isinstance(engine, TorchEngine) else torch.contiguous_format
+    for batch in prefetch(loader) if engine.prefetch else loader:
         skipped += batch.skipped
         if len(batch) == 0:
             continue
-        images = batch.images[0].to(device, memory_format=torch.channels_last)
+        images = batch.images[0].to(device, memory_format=layout)
         for f, chunk in enumerate(chunks):
             x = images.flip(-1) if f == 1 else images
-            chunk.append(prefix(model.normalize(x)).to("cpu", dtype))
+            chunk.append(runner(x).to("cpu", dtype))
         labels.append(batch.labels)
         indices.append(batch.indices)
     if not labels:
@@ -164,6 +188,13 @@ def _forward_from_features(model: TransferModel, rest: nn.Module) -> Iterator[No
         del model.forward
 
 
+def _calibrated_on(engine: Engine, train: Any) -> Engine:
+    """int8 without calibration images calibrates on the training images (and serves val too)."""
+    if isinstance(engine, OnnxRuntimeEngine) and engine.int8 and engine.calibration is None:
+        return dataclasses.replace(engine, calibration=train) if isinstance(train, Samples) else engine
+    return engine
+
+
 def fit_with_feature_cache(
     trainer: Trainer,
     model: TransferModel,
@@ -171,6 +202,7 @@ def fit_with_feature_cache(
     val: Any = None,
     *,
     dtype: torch.dtype = torch.float16,
+    engine: EngineLike = "auto",
 ) -> History:
     """``trainer.fit(model, train, val)``, with the frozen prefix computed once instead of every epoch.
 
@@ -181,6 +213,10 @@ def fit_with_feature_cache(
     ``trainer.config.augment`` the features of mirrored images are cached too. Training runs
     through ``trainer.fit`` (same optimizer, schedule, seeding, callbacks); during it ``model``'s
     forward takes cached features, afterwards it takes images again. ``resume=`` is not supported.
+
+    ``engine`` computes the features (see :mod:`ensemblenet.engine`; default ``"auto"``: ONNX
+    Runtime on a CPU when installed). With ``"onnxruntime-int8"`` the int8 prefix is calibrated
+    on ``train`` (when it is a Samples) and used for ``val`` too.
     """
     kinds = (Samples, FeatureCache)
     if not isinstance(train, kinds) or not (val is None or isinstance(val, kinds)):
@@ -192,11 +228,19 @@ def fit_with_feature_cache(
     cfg = trainer.config
     device = trainer.device
     _, rest = split_backbone(model.backbone, stages)
+    chosen = _calibrated_on(resolve_engine(engine, device=device), train)
     if isinstance(train, FeatureCache):
         train_cache = train
     else:
         train_cache = compute_features(
-            model, train, stages, dtype=dtype, flips=cfg.augment, cache_dir=cfg.cache_dir, device=device
+            model,
+            train,
+            stages,
+            dtype=dtype,
+            flips=cfg.augment,
+            cache_dir=cfg.cache_dir,
+            device=device,
+            engine=chosen,
         )
     log.info(
         "cached features %s of %d training images", tuple(train_cache.features.shape[2:]), len(train_cache)
@@ -213,7 +257,9 @@ def fit_with_feature_cache(
         val_cache = (
             val
             if isinstance(val, FeatureCache)
-            else compute_features(model, val, stages, dtype=dtype, cache_dir=cfg.cache_dir, device=device)
+            else compute_features(
+                model, val, stages, dtype=dtype, cache_dir=cfg.cache_dir, device=device, engine=chosen
+            )
         )
         val_loader = DataLoader(
             _FeatureDataset(val_cache, False), batch_size=cfg.eval_batch_size or 2 * cfg.batch_size
