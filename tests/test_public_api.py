@@ -29,6 +29,7 @@ EXPECTED = {
     "paired_bootstrap", "save_ensemble",
     "DistContext", "MemberResult", "train_ensemble",
     "StrategyChoice", "choose_strategy",
+    "OnnxRuntimeEngine", "QuantizationError", "TorchEngine",
 }  # fmt: skip
 
 
@@ -73,7 +74,9 @@ def test_all_is_grouped_by_layer_as_the_api_page_says() -> None:
 def test_every_subpackage_exports_what_it_imports_for_others() -> None:
     """A subpackage's ``__all__`` names exist, and its private modules stay private: no public
     submodule besides the layers themselves."""
-    for package_name in ("data", "scoring", "models", "training", "strategies", "ensemble", "api", "cli"):
+    for package_name in (
+        "data", "scoring", "models", "engine", "training", "strategies", "ensemble", "api", "cli",
+    ):  # fmt: skip
         package = importlib.import_module(f"ensemblenet.{package_name}")
         for name in package.__all__:
             assert hasattr(package, name), (package_name, name)

@@ -86,6 +86,12 @@ class WeightedStrategy:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         weights = state.get("weights")
         self._weights = None if weights is None else normalize_weights(weights)
+        if self._weights is not None:
+            # Saved weights were normalized already: dividing them by their sum again can move the
+            # last bit, and a loaded ensemble must predict exactly what the saved one did.
+            saved = torch.tensor([float(w) for w in weights], dtype=torch.float64)
+            if abs(float(saved.sum()) - 1.0) < 1e-12:
+                self._weights = saved
         self.needs_fit = weights is None
 
     def __repr__(self) -> str:
