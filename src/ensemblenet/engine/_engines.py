@@ -54,11 +54,9 @@ class Engine:
 class TorchEngine(Engine):
     """Eager PyTorch on the module itself, on any device: the reference the others are checked against.
 
-    ``prefetch`` is off by default: PyTorch's own intra-op threads already fill the cores, and on
-    the 2-core benchmark machine a decode thread beside them gained nothing (docs: performance).
+    ``prefetch=False`` decodes each batch inline, as ensemblenet 0.2 did (the performance page
+    measures both).
     """
-
-    prefetch: bool = False
 
     @property
     def name(self) -> str:

@@ -86,7 +86,7 @@ class WeightedStrategy:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         weights = state.get("weights")
         self._weights = None if weights is None else normalize_weights(weights)
-        if self._weights is not None:
+        if weights is not None:
             # Saved weights were normalized already: dividing them by their sum again can move the
             # last bit, and a loaded ensemble must predict exactly what the saved one did.
             saved = torch.tensor([float(w) for w in weights], dtype=torch.float64)

@@ -139,8 +139,8 @@ def _run_prefix(
     chunks: list[list[torch.Tensor]] = [[] for _ in range(2 if flips else 1)]
     labels, indices, skipped = [], [], []
     loader = make_loader(samples, model.spec, batch_size=batch_size, cache_dir=cache_dir)
-    # Decoding the next batch on a second thread while the engine runs this one (measured on the
-    # performance page); the torch engine keeps decoding inline (its threads fill the cores).
+    # The next batch is decoded on a second thread while the engine runs this one (the
+    # performance page measures how much of the decode that hides).
     layout = torch.channels_last if isinstance(engine, TorchEngine) else torch.contiguous_format
     for batch in prefetch(loader) if engine.prefetch else loader:
         skipped += batch.skipped
