@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ensemblenet import Ensemble, QuantizationError, create_model, load_model, save_model
-from ensemblenet.data import Samples, prefetch, scan_folder
+from ensemblenet.data import Samples, prefetch, scan_folder, split_samples
 from ensemblenet.engine import (
     ENGINES,
     OnnxRunner,
@@ -37,7 +37,7 @@ from ensemblenet.models import ModelConfig, TransferModel
 from ensemblenet.spec import InputSpec
 from ensemblenet.training import TrainConfig, Trainer, compute_features, fit_with_feature_cache
 
-from .conftest import make_tiny_model, registered_tiny_source, write_class_folder
+from .conftest import load_example, make_tiny_model, registered_tiny_source, write_class_folder
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -401,3 +401,35 @@ def test_every_offline_backbone_gives_pytorchs_features_and_probabilities(
     torch_probs = ensemble.member_probas(images, engine="torch", progress=False)
     ort_probs = ensemble.member_probas(images, engine="onnxruntime", progress=False)
     torch.testing.assert_close(ort_probs, torch_probs, rtol=0, atol=PROB_ATOL)
+
+
+# ------------------------------------------------------------------------- the reference example
+
+
+@pytest.mark.parametrize("recipe", ["seed", "best"])
+def test_the_reference_example_runs_its_frozen_parts_on_onnxruntime_by_default(
+    cache: Path, tmp_path: Path, recipe: str
+) -> None:
+    """On a CPU with onnxruntime installed, the example's frozen parts go through ONNX Runtime
+    without asking: the feature cache's backbones (best) or the members at prediction (seed)."""
+    pytest.importorskip("matplotlib")
+    folder = write_class_folder(tmp_path / "images", per_class=12)
+    train, val, test = split_samples(scan_folder(folder), (0.5, 0.25, 0.25), seed=0)
+    with registered_tiny_source("ref-engine"):
+        reference = load_example("_reference")
+        chosen = reference.RECIPES[recipe]
+        reference.run(
+            title="tiny",
+            data_note="generated",
+            train=train,
+            val=val,
+            test=test,
+            members=["ref-engine:8", "ref-engine:6"],
+            recipe=type(chosen)(**{**chosen.__dict__, "epochs": 1}),
+            seed=0,
+            out=tmp_path / "report",
+            progress=False,
+            device="cpu",
+            resamples=10,
+        )
+    assert len(_graphs(cache)) == 2  # one graph per member: its backbone (best) or all of it (seed)
