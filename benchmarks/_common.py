@@ -200,7 +200,7 @@ def run_side(script: str, side: str, args: Sequence[str]) -> dict[str, Any]:
 def print_report(benchmark: str, args: Any, results: dict[str, Any]) -> None:
     """The last thing a benchmark prints: its name, the hardware, its arguments and results, as JSON."""
     report = {"benchmark": benchmark, "hardware": hardware(), "args": vars(args), "results": results}
-    print(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1, default=str))
 
 
 def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:

@@ -83,10 +83,14 @@ def _session(path: Path, engine: OnnxRuntimeEngine) -> Any:
     return session
 
 
-def _as_float(images: torch.Tensor) -> torch.Tensor:
-    if images.dtype == torch.uint8:
-        return images.float().div_(255.0)
-    return images.float()
+def _as_float_array(images: torch.Tensor) -> np.ndarray:
+    """float32 NCHW in 0..1, converted by numpy: torch's element-wise ops on a batch go through its
+    intra-op thread pool, which competes with ONNX Runtime's threads for the same cores."""
+    array = images.detach().to("cpu").numpy()
+    if array.dtype == np.uint8:
+        scaled: np.ndarray = np.divide(np.ascontiguousarray(array), np.float32(255.0), dtype=np.float32)
+        return scaled
+    return np.ascontiguousarray(array, dtype=np.float32)
 
 
 class TorchRunner:
@@ -156,9 +160,9 @@ class OnnxRunner:
         return self
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = _as_float(images).to("cpu").contiguous()  # ONNX Runtime reads NCHW memory
+        x = _as_float_array(images)  # ONNX Runtime reads contiguous NCHW memory
         session = self._session_for((int(x.shape[-2]), int(x.shape[-1])))
-        (out,) = session.run(None, {"images": x.numpy()})
+        (out,) = session.run(None, {"images": x})
         return torch.from_numpy(np.asarray(out))
 
     def _session_for(self, size: tuple[int, int]) -> Any:

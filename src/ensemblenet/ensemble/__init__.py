@@ -4,7 +4,9 @@ Members may use different backbones with different input sizes and normalization
 decoded once per batch, resized once per distinct view, and each member normalizes its own input
 (:mod:`member inputs <ensemblenet.ensemble>`); a strategy from :mod:`ensemblenet.strategies`
 turns the members' probabilities into the ensemble's, and :mod:`ensemblenet.scoring` judges both.
-Test-time augmentation, one-file save/load and ONNX export live here too.
+Test-time augmentation, one-file save/load and ONNX export live here too. The members run
+through the engine chosen with ``engine=`` (:mod:`ensemblenet.engine`; ``"auto"``: ONNX Runtime on a
+CPU when installed).
 
 >>> from ensemblenet import Ensemble
 >>> ensemble = Ensemble.from_checkpoints(["resnet18.pt", "resnet34.pt"])  # doctest: +SKIP
