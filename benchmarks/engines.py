@@ -126,7 +126,8 @@ def settings_part(images: int) -> dict[str, Any]:
             [name, f"{n / engine_s:.1f}", f"{n / inline_s:.1f}", f"{n / ahead_s:.1f}", f"{overlap:.2f}"]
         )
     print(
-        f"decode alone: {n / decode_s:.1f} images/s, {1000 * decode_s / n:.1f} ms per image ({n} images, 224 px)"
+        f"decode alone: {n / decode_s:.1f} images/s, {1000 * decode_s / n:.1f} ms per image "
+        f"({n} images, 224 px)"
     )
     print(table(rows, ["engine", "engine alone", "decode, then engine", "decode ahead", "overlap"]))
     batch_rows = []
