@@ -198,15 +198,25 @@ def _probe_accuracy(cal: np.ndarray, cal_y: np.ndarray, check: np.ndarray, check
     return float((predicted == check_y).mean())
 
 
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return np.asarray(shifted / shifted.sum(axis=1, keepdims=True))
+
+
 def check_int8(fp32: Any, int8: Any, images: Int8Images, view: View, task: str) -> dict[str, Any]:
     """Score both sessions on the held-out images (see the module docstring); a JSON-able dict."""
     check_fp, y = _outputs(fp32, images, "check", view)
     check_q, _ = _outputs(int8, images, "check", view)
+    extra: dict[str, float] = {}
     if task == "logits":
         score_fp = float((check_fp.argmax(axis=1) == y).mean())
         score_q = float((check_q.argmax(axis=1) == y).mean())
         agreement = float((check_fp.argmax(axis=1) == check_q.argmax(axis=1)).mean())
         probe = "top-1 accuracy of the model"
+        # Not part of the decision, but worth knowing before combining or calibrating: int8
+        # keeps the argmax far better than the probabilities.
+        moved = np.abs(_softmax(check_q) - _softmax(check_fp))
+        extra = {"mean_abs_prob_change": float(moved.mean()), "max_abs_prob_change": float(moved.max())}
     else:
         cal_fp, cal_y = _outputs(fp32, images, "calibration", view)
         cal_q, _ = _outputs(int8, images, "calibration", view)
@@ -224,6 +234,7 @@ def check_int8(fp32: Any, int8: Any, images: Int8Images, view: View, task: str) 
         "int8_accuracy": score_q,
         "agreement": agreement,
         "mean_relative_error": float(rel.mean()),
+        **extra,
         "check_images": len(y),
         "calibration_images": len(images.calibration),
         "cpu": cpu_name(),
