@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
+import struct
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +14,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from PIL import Image
 from torch import nn
@@ -154,4 +157,19 @@ def require_shared_data(*parts: str) -> Path:
     path = SHARED_DATA.joinpath(*parts)
     if not path.is_dir():
         pytest.skip(f"real data not available at {path}")
+    return path
+
+
+def read_raw(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """An ensemblenet file's safetensors metadata (settings JSON and digest) and tensors, as stored:
+    for tests that edit a file the way an attacker or a bad disk would, without re-signing it."""
+    data = path.read_bytes()
+    (size,) = struct.unpack("<Q", data[:8])
+    metadata = json.loads(data[8 : 8 + size])["__metadata__"]
+    return metadata, safetensors.torch.load(data)
+
+
+def write_raw(path: Path, metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> Path:
+    """Write ``tensors`` with ``metadata`` as given (the recorded digest is not recomputed)."""
+    path.write_bytes(safetensors.torch.save(tensors, metadata=metadata))
     return path

@@ -1,4 +1,8 @@
-"""Backbones from torchvision, torch.hub (offline: cached and local repos) and timm; weights handling."""
+"""Backbones from torchvision, torch.hub (offline: cached and local repos) and timm; weights handling.
+
+Accuracy thresholds on real data sit at least three binomial standard errors below the value
+measured (the suite's rule, stated in ``test_api.py`` and in the robustness docs).
+"""
 
 from __future__ import annotations
 
@@ -437,7 +441,13 @@ def test_zero_shot_imagenet_on_real_cats_and_dogs(backbone: str, package: str) -
 
     Dogs are ImageNet classes 151..268 and domestic cats 281..285. Kaggle's cats are often
     top-1 'lynx', 'Angora' or 'doormat', so cats are checked in the top 5 (with a looser top-1
-    floor); random or shuffled weights score near 0 on both.
+    floor); random or shuffled weights score near chance (118/1000 for dogs, 5/1000 for cats).
+
+    Thresholds follow the suite's rule (docs: robustness, "Tests that hold on any CPU"): at least
+    three binomial standard errors below the lowest value measured over the four backbones, 32
+    images per class, AMD EPYC (AVX2), also with ``ATEN_CPU_CAPABILITY=default``: dog top-1 0.9375
+    (mobilenet_v2, lite0; 3 SE = 0.13), cat top-5 0.906 (mobilenet_v2; 3 SE = 0.155), cat top-1
+    0.719 (mobilenet_v2; 3 SE = 0.24). The floors 0.80 / 0.70 / 0.45 are still 4x (or more) above chance.
     """
     folder = DATA / "dogs-vs-cats-200px"
     if not folder.is_dir():
@@ -454,6 +464,6 @@ def test_zero_shot_imagenet_on_real_cats_and_dogs(backbone: str, package: str) -
     cat_top1 = ((cats[:, 0] >= 281) & (cats[:, 0] <= 285)).float().mean().item()
     cat_top5 = ((cats >= 281) & (cats <= 285)).any(1).float().mean().item()
     dog_top1 = ((dogs >= 151) & (dogs <= 268)).float().mean().item()
-    assert dog_top1 >= 0.8, dog_top1
-    assert cat_top5 >= 0.8, cat_top5
-    assert cat_top1 >= 0.6, cat_top1
+    assert dog_top1 >= 0.80, dog_top1
+    assert cat_top5 >= 0.70, cat_top5
+    assert cat_top1 >= 0.45, cat_top1

@@ -19,7 +19,7 @@ from ensemblenet.cli import build_parser, main
 from ensemblenet.models import create_model, load_checkpoint, save_model
 from ensemblenet.spec import InputSpec
 
-from .conftest import write_class_folder
+from .conftest import read_raw, write_class_folder, write_raw
 
 BACKBONE = "torchvision:mobilenet_v3_small"  # small, and loadable in any process (no test-only source)
 SMALL = InputSpec(size=(32, 32))
@@ -174,11 +174,9 @@ def test_hostile_and_broken_model_files_are_refused(tmp_path: Path, folder: Path
         pickle.dump({"format": "ensemblenet.model", "x": Exploit()}, f)
     evil_ensemble = tmp_path / "evil_ensemble.pt"
     torch.save({"format": "ensemblenet.ensemble", "x": Exploit()}, evil_ensemble)
-    tampered = tmp_path / "tampered.pt"
-    payload = torch.load(model, weights_only=True)
-    last = sorted(k for k in payload["state_dict"] if k.startswith("head."))[-1]
-    payload["state_dict"][last] += 1.0
-    torch.save(payload, tampered)
+    metadata, tensors = read_raw(model)
+    last = sorted(k for k in tensors if k.startswith("state_dict/head."))[-1]
+    tampered = write_raw(tmp_path / "tampered.pt", metadata, {**tensors, last: tensors[last] + 1.0})
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(model.read_bytes()[:2000])
     for path, needle in (
@@ -340,11 +338,9 @@ def test_ensemble_file_round_trip_report_and_export(tmp_path: Path, folder: Path
     # an ensemble file must come alone, and a modified one is refused like a model file
     code, _, err = run("evaluate", "-m", ens, "-m", model, folder, "-q")
     assert_one_line_error(code, err, "is an ensemble file")
-    payload = torch.load(ens, weights_only=True)
-    member = payload["members"][0]["state_dict"]
-    key = sorted(k for k in member if k.startswith("head."))[-1]
-    member[key] = member[key] + 1
-    torch.save(payload, tmp_path / "tampered.pt")
+    metadata, tensors = read_raw(ens)
+    key = sorted(k for k in tensors if k.startswith("members/0/state_dict/head."))[-1]
+    write_raw(tmp_path / "tampered.pt", metadata, {**tensors, key: tensors[key] + 1})
     code, _, err = run("predict", "-m", tmp_path / "tampered.pt", folder, "-q")
     assert_one_line_error(code, err, "corrupted or was modified")
 
@@ -364,7 +360,10 @@ def test_train_lists_unreadable_files_and_writes_model_and_state(tmp_path: Path)
     assert load_checkpoint(out)["config"]["spec"]["size"] == [32, 32]
     assert load_checkpoint(tmp_path / "m.state.pt")["train_state"]["epoch"] == 2
 
-    code, stdout, stderr = run(*args, "--batch-size", "4", "--head", "linear", "-o", out)  # human output
+    code, stdout, stderr = run(*args, "--batch-size", "4", "--head", "linear", "-o", out)
+    assert_one_line_error(code, stderr, f"--out {out} already exists", "--overwrite")  # nothing is lost
+    overwrite = ["--overwrite", "-o", out]
+    code, stdout, stderr = run(*args, "--batch-size", "4", "--head", "linear", *overwrite)  # human output
     assert code == 0 and "skipped 2 unreadable file(s) at scan time" in stderr and str(out) in stdout
 
 

@@ -352,8 +352,10 @@ def test_predict_on_a_folder_not_laid_out_by_class(tmp_path: Path) -> None:
     files = sorted([folder / "a.png", folder / "b.png", folder / "more" / "c.png"])
     assert torch.allclose(probs, ensemble.predict_proba(files, progress=False, device="cpu"))
     assert probs.shape == (3, 2)
-    with pytest.raises(ConfigError):
+    with pytest.raises(DataError, match=r"evaluate needs labelled images, and .* is not a labelled folder"):
         ensemble.evaluate(folder, progress=False, device="cpu")
+    with pytest.raises(ConfigError, match="not a tensor or a list of files"):
+        ensemble.evaluate(files, progress=False, device="cpu")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DataError):

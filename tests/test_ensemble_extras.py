@@ -13,12 +13,12 @@ import torch
 from ensemblenet.data import scan_folder
 from ensemblenet.ensemble import TTA, Ensemble, load_ensemble, member_probs, resolve_tta, save_ensemble
 from ensemblenet.errors import CheckpointError, ConfigError
-from ensemblenet.models import TransferModel, create_model, save_model
+from ensemblenet.models import TransferModel, create_model, load_model, save_model, write_document
 from ensemblenet.scoring import accuracy, brier_score, expected_calibration_error, log_loss, mcnemar_exact
 from ensemblenet.spec import InputSpec
 from ensemblenet.strategies import STRATEGIES, CalibratedStrategy, register_strategy
 
-from .conftest import registered_tiny_source, write_class_folder
+from .conftest import read_raw, registered_tiny_source, write_class_folder, write_raw
 
 CLASSES = ("cats", "dogs")
 CPU: dict[str, Any] = {"progress": False, "device": "cpu"}
@@ -65,34 +65,29 @@ def test_save_load_round_trip_gives_identical_probabilities(
     assert type(loaded.strategy) is type(ensemble.strategy)
     assert repr(loaded.strategy) == repr(ensemble.strategy)  # fitted weights / temperatures / counts
     assert torch.equal(loaded.predict_proba(folder, **CPU), ensemble.predict_proba(folder, **CPU))
-    # Plain data and tensors only: loads with weights_only=True.
-    payload = torch.load(path, weights_only=True)
-    assert payload["format"] == "ensemblenet.ensemble" and payload["format_version"] == 1
+    # Settings as JSON, tensors in safetensors: no pickle at all.
+    settings = json.loads(read_raw(path)[0]["ensemblenet"])
+    assert settings["format"] == "ensemblenet.ensemble" and settings["format_version"] == 2
 
 
 def test_saved_file_refuses_tampering_and_foreign_files(tmp_path: Path, tiny_source: str) -> None:
     ensemble = Ensemble(members(tiny_source), weights=[1, 2, 3])
     path = ensemble.save(tmp_path / "ens.pt")
-    payload = torch.load(path, weights_only=True)
-    payload["strategy"]["state"]["weights"] = [0.0, 0.0, 1.0]
-    torch.save(payload, tmp_path / "bad.pt")
+    metadata, tensors = read_raw(path)
+    edited = dict(metadata, ensemblenet=metadata["ensemblenet"].replace('"weights":[', '"weights":[9,'))
     with pytest.raises(CheckpointError, match="modified"):
-        load_ensemble(tmp_path / "bad.pt")
-    payload = torch.load(path, weights_only=True)
-    state = payload["members"][0]["state_dict"]
-    key = next(k for k in state if k.startswith("head.") and k.endswith("weight"))
-    state[key] += 1
-    torch.save(payload, tmp_path / "bad2.pt")
+        load_ensemble(write_raw(tmp_path / "bad.pt", edited, tensors))
+    key = next(k for k in tensors if k.startswith("members/0/state_dict/head.") and k.endswith("weight"))
     with pytest.raises(CheckpointError, match="modified"):
-        load_ensemble(tmp_path / "bad2.pt")
+        load_ensemble(write_raw(tmp_path / "bad2.pt", metadata, {**tensors, key: tensors[key] + 1}))
     single = save_model(ensemble.members[0], tmp_path / "model.pt")
     with pytest.raises(CheckpointError, match="load_model"):
         load_ensemble(single)
-    payload = torch.load(path, weights_only=True)
-    payload["format_version"] = 99
-    torch.save(payload, tmp_path / "new.pt")
+    with pytest.raises(CheckpointError, match=r"Ensemble\.load"):
+        load_model(path)
+    document = json.loads(metadata["ensemblenet"])
     with pytest.raises(CheckpointError, match="Upgrade"):
-        load_ensemble(tmp_path / "new.pt")
+        load_ensemble(write_document({**document, "format_version": 99}, tmp_path / "new.pt"))
     with pytest.raises(CheckpointError, match="does not exist"):
         load_ensemble(tmp_path / "missing.pt")
 

@@ -8,7 +8,7 @@ import pytest
 
 from ensemblenet.api import train_ensemble
 from ensemblenet.errors import ConfigError, TrainingError
-from ensemblenet.models import load_checkpoint
+from ensemblenet.models import load_checkpoint, tensors_sha256
 from ensemblenet.spec import InputSpec
 
 from .conftest import write_class_folder
@@ -41,8 +41,8 @@ def test_parallel_members_match_sequential_training(tmp_path: Path) -> None:
     digests = []
     for seq, par in zip(sequential, parallel, strict=True):
         a, b = load_checkpoint(seq.path), load_checkpoint(par.path)
-        assert a["tensors_sha256"] == b["tensors_sha256"]  # bit-identical weights
-        digests.append(a["tensors_sha256"])
+        assert tensors_sha256(a["state_dict"]) == tensors_sha256(b["state_dict"])  # bit-identical weights
+        digests.append(tensors_sha256(a["state_dict"]))
         for got, want in zip(par.history.records, seq.history.records, strict=True):
             assert (got.train_loss, got.val_loss, got.val_accuracy) == (
                 want.train_loss,
@@ -93,5 +93,5 @@ def test_cli_train_ensemble_writes_one_checkpoint_per_member(tmp_path: Path) -> 
     assert document["command"] == "train-ensemble"
     paths = [Path(m["model"]) for m in document["members"]]
     assert [p.parent for p in paths] == [tmp_path / "runs"] * 2 and all(p.is_file() for p in paths)
-    digests = [load_checkpoint(p)["tensors_sha256"] for p in paths]
+    digests = [tensors_sha256(load_checkpoint(p)["state_dict"]) for p in paths]
     assert digests[0] != digests[1]  # member i used seed 0 + i

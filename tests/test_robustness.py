@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ensemblenet import TrainConfig, Trainer, TrainingError
 from ensemblenet.data import scan_folder
-from ensemblenet.models import TransferModel, load_checkpoint
+from ensemblenet.models import TransferModel, load_checkpoint, save_model
 from ensemblenet.training import Callback, EarlyStopping, EpochRecord, History, ModelCheckpoint
 
 from .conftest import make_tiny_model, write_class_folder
@@ -139,13 +139,28 @@ def test_callbacks_remember_the_history_of_a_resumed_run(tmp_path: Path) -> None
     trainer.history = History()
     for epoch, loss in enumerate([0.5, 0.3, 0.4, 0.45], start=1):
         trainer.history.append(EpochRecord(epoch=epoch, train_loss=loss, val_loss=loss))
+    model = make_tiny_model()
+    save_model(model, tmp_path / "best.pt", metrics=trainer.history[1].to_dict())  # epoch 2, the best
     saver = ModelCheckpoint(tmp_path / "best.pt")
     stopper = EarlyStopping(patience=5)
-    model = make_tiny_model()
     saver.on_fit_start(trainer, model)
     stopper.on_fit_start(trainer, model)
     assert (saver.best, saver.best_epoch) == (0.3, 2)  # a worse epoch after resuming will not overwrite it
     assert (stopper.best, stopper.bad_epochs) == (0.3, 2)
+
+
+def test_resuming_into_another_output_saves_the_best_epochs_still_to_come(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The best epoch's weights went to another file: this one gets the best of what follows (it
+    must not claim a best epoch whose weights it does not hold)."""
+    trainer = Trainer(config(), freeze="none")
+    trainer.history = History([EpochRecord(epoch=1, train_loss=0.5, val_loss=0.3)])
+    saver = ModelCheckpoint(tmp_path / "new-out.pt")
+    with caplog.at_level(logging.WARNING, "ensemblenet"):
+        saver.on_fit_start(trainer, make_tiny_model())
+    assert (saver.best, saver.best_epoch) == (None, None)
+    assert "best epoch so far (1) was saved to another file" in caplog.text
 
 
 def test_file_broken_after_the_scan_is_skipped_not_fatal(

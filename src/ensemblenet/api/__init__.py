@@ -6,6 +6,14 @@ parallel processes. Both are what the ``ensemblenet train`` and ``train-ensemble
 """
 
 from ._finetune import FinetuneResult, default_model_path, file_stem, finetune
-from ._members import MemberResult, train_ensemble
+from ._members import MemberResult, member_paths, train_ensemble
 
-__all__ = ["FinetuneResult", "MemberResult", "default_model_path", "file_stem", "finetune", "train_ensemble"]
+__all__ = [
+    "FinetuneResult",
+    "MemberResult",
+    "default_model_path",
+    "file_stem",
+    "finetune",
+    "member_paths",
+    "train_ensemble",
+]

@@ -38,7 +38,7 @@ from ..scoring import Evaluation
 from ..training import History, TrainConfig
 from ._finetune import file_stem, finetune
 
-__all__ = ["MemberResult", "train_ensemble"]
+__all__ = ["MemberResult", "member_paths", "train_ensemble"]
 
 log = logging.getLogger("ensemblenet.api")
 
@@ -97,6 +97,22 @@ def _run(job: _Job) -> MemberResult:
     )
 
 
+def _unique_name(backbone: str, used: set[str]) -> str:
+    name = base = file_stem(backbone) or "member"
+    suffix = 2
+    while name in used:
+        name, suffix = f"{base}-{suffix}", suffix + 1
+    used.add(name)
+    return name
+
+
+def member_paths(backbones: Sequence[str], out_dir: str | os.PathLike[str] = "runs") -> list[Path]:
+    """Where :func:`train_ensemble` saves members with these backbones (``out_dir/<backbone>.pt``,
+    ``-2``, ``-3``... added for repeats), e.g. to check them before training."""
+    used: set[str] = set()
+    return [Path(out_dir) / f"{_unique_name(b, used)}.pt" for b in backbones]
+
+
 def _jobs(
     members: Sequence[str | Mapping[str, Any]],
     data: Any,
@@ -116,11 +132,7 @@ def _jobs(
                 "arguments with a 'backbone' key, e.g. {'backbone': 'torchvision:resnet18', 'seed': 1}"
             )
         kwargs = {**common, **member, "data": data}
-        name = base = file_stem(str(kwargs["backbone"])) or "member"
-        suffix = 2
-        while name in used:
-            name, suffix = f"{base}-{suffix}", suffix + 1
-        used.add(name)
+        name = _unique_name(str(kwargs["backbone"]), used)
         kwargs.setdefault("out", out_dir / f"{name}.pt")
         device = devices[i % len(devices)] if devices else None
         jobs.append(_Job(index=i, name=name, kwargs=kwargs, threads=threads, device=device))

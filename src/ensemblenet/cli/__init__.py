@@ -1,9 +1,14 @@
 """The ``ensemblenet`` command line: train, train-ensemble, evaluate, predict, ensemble, report, export.
 
 Every command exits 0 on success and, on failure, prints ONE line ``ensemblenet <command>: error: ...``
-on stderr and exits non-zero (1 for an error, 2 for a bad command line, 130 for Ctrl-C). ``--json``
-prints one machine-readable JSON document on stdout; ``-q`` keeps stderr to errors only (results
-still print); ``-v`` adds progress logging and tracebacks on errors (``-vv``: debug logging).
+on stderr and exits non-zero (1 for an error, 2 for a bad command line, 130 for Ctrl-C), whatever
+the error (an unforeseen one is named by its type; ``-v`` shows its traceback). ``--json`` prints
+one machine-readable JSON document on stdout; ``-q`` keeps stderr to errors only (results still
+print); ``-v`` adds progress logging and tracebacks on errors (``-vv``: debug logging).
+
+Before any work, a command checks that ``--device`` exists here and that its output files are
+safe to write (not a folder, not one of its inputs, not an existing file without ``--overwrite``)
+and locks them against a second command writing them at the same time (see ``cli/_guards.py``).
 
 >>> from ensemblenet.cli import build_parser
 >>> build_parser().parse_args(["train", "data/", "--backbone", "torchvision:resnet18"]).epochs
@@ -31,6 +36,7 @@ from ._console import (
     Console,
     _one_line,
 )
+from ._guards import guarded
 from ._parser import build_parser
 
 __all__ = ["build_parser", "main"]
@@ -55,8 +61,8 @@ def main(
 ) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit code.
 
-    Errors the library raises on purpose (:class:`~ensemblenet.EnsembleNetError`) and file-system
-    errors become one line on stderr and exit code 1; Ctrl-C exits with 130.
+    Every error becomes one line on stderr and exit code 1 (the library's own errors and
+    file-system errors as they are, anything else prefixed by its type); Ctrl-C exits with 130.
     """
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
@@ -70,7 +76,8 @@ def main(
     prefix = f"ensemblenet {args.command}"
     func: Callable[[argparse.Namespace, Console], int] = args.func
     try:
-        return func(args, con)
+        with guarded(args, con):  # the device exists and the outputs are safe, before any work
+            return func(args, con)
     except CommandInterrupted as exc:
         print(f"{prefix}: {exc}", file=stderr)
         return EXIT_INTERRUPTED
@@ -86,6 +93,12 @@ def main(
         if args.verbose:
             traceback.print_exc(file=stderr)
         print(f"{prefix}: error: {_one_line(exc)}", file=stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # a bug or an error we did not foresee: still one line, no traceback
+        if args.verbose:
+            traceback.print_exc(file=stderr)
+        hint = "" if args.verbose else " (run with -v for the traceback)"
+        print(f"{prefix}: error: {type(exc).__name__}: {_one_line(exc)}{hint}", file=stderr)
         return EXIT_ERROR
     finally:
         logging.getLogger("ensemblenet").removeHandler(handler)

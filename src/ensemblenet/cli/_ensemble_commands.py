@@ -12,7 +12,7 @@ from ._loading import _device, _load_ensemble
 
 
 def _cmd_ensemble(args: argparse.Namespace, con: Console) -> int:
-    ensemble = _load_ensemble(args.models, args.strategy, args.weights, args.tta)
+    ensemble = _load_ensemble(args.models, args.strategy, args.weights, args.tta, trust_code=args.trust_code)
     progress = not con.quiet
     fitted: list[float] | None = None
     choice = None
@@ -59,7 +59,7 @@ def _cmd_ensemble(args: argparse.Namespace, con: Console) -> int:
 
 
 def _cmd_report(args: argparse.Namespace, con: Console) -> int:
-    ensemble = _load_ensemble(args.model, args.strategy, args.weights, args.tta)
+    ensemble = _load_ensemble(args.model, args.strategy, args.weights, args.tta, trust_code=args.trust_code)
     report = ensemble.report(
         str(args.data),
         n_resamples=args.n_resamples,
@@ -80,7 +80,7 @@ def _cmd_report(args: argparse.Namespace, con: Console) -> int:
 
 
 def _cmd_export(args: argparse.Namespace, con: Console) -> int:
-    ensemble = _load_ensemble(args.model, args.strategy, args.weights, args.tta)
+    ensemble = _load_ensemble(args.model, args.strategy, args.weights, args.tta, trust_code=args.trust_code)
     path = ensemble.export_onnx(args.out, input_size=args.input_size, input_dtype=args.input_dtype)
     con.say(
         f"exported {len(ensemble.members)} member(s) and the {args.strategy or 'saved'} strategy to {path}"

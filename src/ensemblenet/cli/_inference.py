@@ -22,7 +22,7 @@ log = logging.getLogger("ensemblenet.cli")  # the CLI's one logger name, whichev
 
 
 def _cmd_evaluate(args: argparse.Namespace, con: Console) -> int:
-    ensemble = _load_ensemble(args.model, args.strategy, args.weights, args.tta)
+    ensemble = _load_ensemble(args.model, args.strategy, args.weights, args.tta, trust_code=args.trust_code)
     result = ensemble.evaluate(
         str(args.data), batch_size=args.batch_size, device=_device(args), progress=not con.quiet
     )
@@ -41,7 +41,7 @@ def _expand_inputs(inputs: Sequence[str]) -> list[Path]:
             if not found:
                 log.warning("no image files under %s", path)
             files.extend(found)
-        elif path.exists():
+        elif path.exists() or path.is_symlink():  # a broken link gets its "unreadable image" row
             files.append(path)
         else:
             raise FileNotFoundError(2, "no such file or folder", str(path))
@@ -50,14 +50,26 @@ def _expand_inputs(inputs: Sequence[str]) -> list[Path]:
     return files
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_text(text: str) -> str:
+    """A text cell a spreadsheet will not run as a formula (OWASP's advice: prefix ``'``)."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
 class _RowWriter:
-    """Writes prediction rows as they come: CSV, a JSON array (valid once closed) or JSON lines."""
+    """Writes prediction rows as they come: CSV, a JSON array (valid once closed) or JSON lines.
+
+    CSV text cells (paths, class names) that a spreadsheet would read as a formula (starting with
+    ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) get a leading ``'``; JSON is unchanged.
+    """
 
     def __init__(self, stream: IO[str], fmt: str, classes: Sequence[str]) -> None:
         self.stream, self.fmt, self.classes, self.rows = stream, fmt, list(classes), 0
         if fmt == "csv":
             self.csv = csv.writer(stream, lineterminator="\n")
-            self.csv.writerow(["path", "prediction", *self.classes, "error"])
+            self.csv.writerow(["path", "prediction", *map(_csv_text, self.classes), "error"])
         elif fmt == "json":
             stream.write("[")
 
@@ -67,7 +79,7 @@ class _RowWriter:
         error = "unreadable image" if bad else None
         if self.fmt == "csv":
             cells = ["" if bad else f"{p:.6g}" for p in probs]
-            self.csv.writerow([str(path), pred or "", *cells, error or ""])
+            self.csv.writerow([_csv_text(str(path)), _csv_text(pred or ""), *cells, error or ""])
         else:
             row = {
                 "path": str(path),
@@ -95,7 +107,7 @@ def _chunks(items: Sequence[Path], size: int) -> Iterator[list[Path]]:
 
 def _cmd_predict(args: argparse.Namespace, con: Console) -> int:
     fmt = args.format or ("json" if args.json else "csv")
-    ensemble = _load_ensemble(args.model, args.strategy, args.weights, args.tta)
+    ensemble = _load_ensemble(args.model, args.strategy, args.weights, args.tta, trust_code=args.trust_code)
     files = _expand_inputs(args.inputs)
     stream: IO[str]
     stream = open(args.output, "w", encoding="utf-8", newline="") if args.output else con.stdout  # noqa: SIM115

@@ -8,6 +8,7 @@ from typing import NoReturn
 from .._version import __version__
 from ._console import EXIT_USAGE, _floats, _positive_int, _weights_arg
 from ._ensemble_commands import _cmd_ensemble, _cmd_export, _cmd_report
+from ._guards import add_overwrite_option
 from ._inference import _cmd_evaluate, _cmd_predict
 from ._train import _cmd_train, _cmd_train_ensemble
 
@@ -63,6 +64,11 @@ def _models_options(parser: argparse.ArgumentParser, *, positional: bool = False
         default=None,
         metavar="W1,W2,...",
         help="one weight per member (weighted mean)",
+    )
+    parser.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="allow model files whose backbone runs code to build (hub: runs the repo's hubconf.py)",
     )
 
 
@@ -143,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--state", help="resumable state file (default <out>.state.pt)")
     train.add_argument("--resume", metavar="STATE", help="continue an interrupted run from its state file")
     _run_options(train)
+    add_overwrite_option(train)
     train.set_defaults(func=_cmd_train)
 
     tens = sub.add_parser(
@@ -173,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tens.add_argument("--out-dir", default="runs", help="where <backbone>.pt files go (default runs)")
     _run_options(tens)
+    add_overwrite_option(tens)
     tens.set_defaults(func=_cmd_train_ensemble)
 
     evaluate = sub.add_parser(
@@ -206,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--output", "-o", help="output file (default: stdout)")
     _run_options(predict, 32)
+    add_overwrite_option(predict)
     predict.set_defaults(func=_cmd_predict)
 
     ensemble = sub.add_parser(
@@ -229,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble.add_argument(
         "--out", "-o", help="where to save the ensemble (one file, for -m in other commands)"
     )
+    add_overwrite_option(ensemble)
     ensemble.set_defaults(func=_cmd_ensemble)
 
     report = sub.add_parser(
@@ -248,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--n-resamples", type=_positive_int, default=10_000, help="bootstrap resamples")
     report.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     _run_options(report, 64)
+    add_overwrite_option(report)
     report.set_defaults(func=_cmd_report)
 
     export = sub.add_parser(
@@ -272,5 +283,6 @@ def build_parser() -> argparse.ArgumentParser:
         default="float32",
         help="float32 0..1 (default) or uint8",
     )
+    add_overwrite_option(export)
     export.set_defaults(func=_cmd_export)
     return parser

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..api import default_model_path, finetune, train_ensemble
 from ..data import Samples, scan_folder, split_samples
-from ..errors import CheckpointError, ClassMismatchError
+from ..errors import CheckpointError, ClassMismatchError, TrainingError
 from ..models import load_checkpoint
 from ..training import TrainConfig
 from ._console import EXIT_OK, CommandInterrupted, Console
@@ -89,7 +89,12 @@ def _cmd_train(args: argparse.Namespace, con: Console) -> int:
         shown = "; ".join(f"{s['path']} ({s['reason']})" for s in skipped_files[:10])
         con.note(f"skipped {len(skipped_files)} unreadable file(s) at scan time: {shown or '-'}")
         con.note(f"skipped {during} image(s) that failed to decode during training (see the warnings)")
-    con.say(f"saved the best model (epoch {result.best_epoch}) to {out}; resumable state in {state}")
+    if not out.is_file():  # say "saved" only about a file that is there
+        raise TrainingError(f"training ended but no model file was written to {out}; see the warnings above")
+    which = (
+        f"the best model (epoch {result.best_epoch})" if result.best_epoch else "the model of the last epoch"
+    )
+    con.say(f"saved {which} to {out}; resumable state in {state}")
     con.result(
         {
             "command": "train",

@@ -8,6 +8,7 @@ clipped) and turns every way a file can be broken into one :class:`UnreadableIma
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import warnings
@@ -49,9 +50,13 @@ class UnreadableImageError(DataError):
         return (type(self), (self.path, self.reason))
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, file: Path | None = None) -> str:
     if isinstance(exc, FileNotFoundError):
+        if file is not None and file.is_symlink():
+            return f"dangling symbolic link (to {os.readlink(file)!r}, which does not exist)"
         return "file not found"
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+        return "symbolic link loop (the link points back to itself)"
     if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         return f"{exc} {_BOMB_HINT.format(limit=Image.MAX_IMAGE_PIXELS)}"
     if isinstance(exc, UnidentifiedImageError):
@@ -104,7 +109,7 @@ def load_image(path: str | os.PathLike[str], size: tuple[int, int] | None = None
             # PIL's many decoders raise a zoo of types on corrupt input (OSError, SyntaxError,
             # ValueError, EOFError, struct.error, IndexError...); to the caller they all mean
             # "this file cannot be used", which is what a training loop needs to know.
-            raise UnreadableImageError(file, _describe(exc)) from exc
+            raise UnreadableImageError(file, _describe(exc, file)) from exc
     for item in caught:
         logger.debug("%s: %s", file, item.message)
     return rgb
@@ -173,7 +178,7 @@ def check_image(path: str | os.PathLike[str]) -> str | None:
             if fmt in ("JPEG", "MPO") and start is not None and not _has_jpeg_end(file, int(start)):
                 return "truncated JPEG (no end-of-image marker after the image data)"
         except Exception as exc:  # same zoo of decoder exceptions as in load_image
-            return _describe(exc)
+            return _describe(exc, file)
     return None
 
 

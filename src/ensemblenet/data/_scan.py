@@ -28,11 +28,16 @@ _SHOWN = 5  # how many file names a message or log line lists before "and N more
 
 def list_image_files(folder: str | os.PathLike[str]) -> list[Path]:
     """Every image file under ``folder``, recursively, sorted; hidden files left out. No labels:
-    for prediction on a folder that is not laid out by class."""
+    for prediction on a folder that is not laid out by class.
+
+    A name with an image extension that is not a folder is listed even when it cannot be opened (a
+    dangling symbolic link, a link loop), so that it gets its "unreadable" row like any bad image
+    instead of silently vanishing. Symbolic links to folders are not followed.
+    """
     return sorted(
         p
         for p in Path(folder).rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")
+        if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and not p.is_dir()
     )
 
 
@@ -43,14 +48,26 @@ def _is_image(entry: os.DirEntry[str]) -> bool:
     return not entry.name.startswith(".") and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symbolic link loop ("Too many levels of symbolic links"), a vanished entry
+        return False
+
+
 def _list(folder: Path) -> tuple[list[Path], list[Path]]:
-    """Visible sub-folders and image files directly in ``folder``, each sorted by name."""
+    """Visible sub-folders and image files directly in ``folder``, each sorted by name.
+
+    An image name that is not a folder counts as an image file even when it cannot be opened (a
+    dangling symbolic link, a link loop): the scan's check then skips and counts it like any
+    unreadable image, so one bad entry never ends a scan and none disappears without a count.
+    """
     try:
         entries = list(os.scandir(folder))
     except OSError as exc:
         raise DataError(f"cannot list image folder {folder}: {exc}") from exc
-    dirs = sorted(Path(e.path) for e in entries if not e.name.startswith(".") and e.is_dir())
-    files = sorted(Path(e.path) for e in entries if _is_image(e) and e.is_file())
+    dirs = sorted(Path(e.path) for e in entries if not e.name.startswith(".") and _is_dir(e))
+    files = sorted(Path(e.path) for e in entries if _is_image(e) and not _is_dir(e))
     return dirs, files
 
 

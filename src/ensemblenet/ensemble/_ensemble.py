@@ -91,11 +91,13 @@ class Ensemble:
         strategy: StrategyLike = "mean",
         weights: Sequence[float] | None = None,
         map_location: str | torch.device = "cpu",
+        trust_code: bool = False,
     ) -> Ensemble:
-        """Load each model file with :func:`~ensemblenet.load_model` and ensemble them."""
+        """Load each model file with :func:`~ensemblenet.load_model` and ensemble them
+        (``trust_code`` as there)."""
         if isinstance(paths, (str, os.PathLike)) or not paths:
             raise ConfigError(f"from_checkpoints needs a list of model files, got {paths!r}")
-        members = [load_model(p, map_location=map_location) for p in paths]
+        members = [load_model(p, map_location=map_location, trust_code=trust_code) for p in paths]
         try:
             return cls(members, strategy=strategy, weights=weights)
         except ClassMismatchError as exc:
@@ -306,9 +308,18 @@ class Ensemble:
         return save_ensemble(self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> Ensemble:
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        map_location: str | torch.device = "cpu",
+        trust_code: bool = False,
+        expected_sha256: str | None = None,
+    ) -> Ensemble:
         """Read a file written by :meth:`save` (see :func:`~ensemblenet.load_ensemble`)."""
-        members, strategy, tta = read_ensemble(path, map_location=map_location)
+        members, strategy, tta = read_ensemble(
+            path, map_location=map_location, trust_code=trust_code, expected_sha256=expected_sha256
+        )
         return cls(members, strategy=strategy, tta=tta)
 
     def export_onnx(self, path: str | os.PathLike[str], **kwargs: Any) -> Path:
@@ -323,10 +334,27 @@ class Ensemble:
         return f"Ensemble(members={members}, classes={classes}, strategy={self.strategy!r})"
 
 
-def load_ensemble(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> Ensemble:
+def load_ensemble(
+    path: str | os.PathLike[str],
+    *,
+    map_location: str | torch.device = "cpu",
+    trust_code: bool = False,
+    expected_sha256: str | None = None,
+) -> Ensemble:
     """Rebuild the ensemble saved by :func:`~ensemblenet.save_ensemble`, offline; members in eval mode.
 
+    Args:
+        path: the ensemble file.
+        map_location: where the file's tensors are read to.
+        trust_code: allow members whose backbone source runs code (``hub:``); see
+            :func:`~ensemblenet.load_model`.
+        expected_sha256: the published sha256 of the whole file, checked before it is parsed.
+
     Raises:
-        CheckpointError: missing, unreadable, foreign, newer-format or modified file.
+        CheckpointError: missing, not a regular file, unreadable, foreign (it says what the file
+            is), newer-format, modified or invalid file, or a backbone that runs code without
+            ``trust_code``.
     """
-    return Ensemble.load(path, map_location=map_location)
+    return Ensemble.load(
+        path, map_location=map_location, trust_code=trust_code, expected_sha256=expected_sha256
+    )

@@ -24,6 +24,7 @@ from ..data import Samples, View, describe_skipped, list_image_files, make_loade
 from ..engine import EngineLike, model_runner, resolve_engine
 from ..errors import ClassMismatchError, ConfigError, DataError
 from ..models import TransferModel
+from ..training import resolve_device
 from ._tta import TTA, member_probs
 
 __all__ = ["Data", "MemberInputs", "labelled_probas", "readable_rows", "run_members", "to_inputs"]
@@ -42,6 +43,8 @@ class MemberInputs(NamedTuple):
     samples: Samples | None  # decoded from files...
     images: torch.Tensor | None  # ...or given as a tensor
     labels: torch.Tensor | None  # in the ensemble's class order; None when unknown
+    #: why a folder gave no labels (its scan's error), for evaluate()'s message
+    unlabelled: str | None = None
 
     def __len__(self) -> int:
         return len(self.samples) if self.samples is not None else len(self.images)  # type: ignore[arg-type]
@@ -64,13 +67,14 @@ def to_inputs(data: Data, classes: tuple[str, ...]) -> MemberInputs:
             # in the order scan_folder(path, verify=False) lists them, and no file is read twice.
             try:
                 data = scan_folder(path, verify=False)
-            except DataError:
+            except DataError as exc:
                 # Not laid out by class (e.g. a folder of new photos): predict on its images,
                 # unlabelled, in list_image_files order; evaluate() will ask for labels.
-                data = list_image_files(path)
-                if not data:
+                files = list_image_files(path)
+                if not files:
                     raise
-                logger.info("%s is not laid out by class: predicting on its %d images", path, len(data))
+                logger.info("%s is not laid out by class: predicting on its %d images", path, len(files))
+                return _unlabelled(files, classes, f"{os.fspath(path)!r} is not a labelled folder: {exc}")
         elif path.is_file():
             data = [path]
         else:
@@ -80,12 +84,18 @@ def to_inputs(data: Data, classes: tuple[str, ...]) -> MemberInputs:
     if isinstance(data, Sequence) and all(isinstance(p, (str, os.PathLike)) for p in data):
         if not data:
             raise DataError("the list of image files is empty")
-        files = tuple(Path(p) for p in data)
-        return MemberInputs(Samples(paths=files, labels=(0,) * len(files), classes=classes), None, None)
+        return _unlabelled(data, classes, None)
     raise ConfigError(
         f"cannot predict on {type(data).__name__}; pass a Samples, an image folder, a list of image "
         "files, or a (N, 3, H, W) image tensor"
     )
+
+
+def _unlabelled(
+    paths: Sequence[str | os.PathLike[str]], classes: tuple[str, ...], why: str | None
+) -> MemberInputs:
+    files = tuple(Path(p) for p in paths)
+    return MemberInputs(Samples(paths=files, labels=(0,) * len(files), classes=classes), None, None, why)
 
 
 def run_members(
@@ -105,7 +115,7 @@ def run_members(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
-    dev = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device if device is not None else "auto")  # a missing GPU fails here, clearly
     n = len(inputs)
     out = torch.full((len(members), n, len(members[0].classes)), math.nan, dtype=torch.float32)
     views = [View.of(m.spec) for m in members]
@@ -147,6 +157,8 @@ def labelled_probas(
         DataError: no image could be read.
     """
     inputs = to_inputs(data, members[0].classes)
+    if inputs.labels is None and inputs.unlabelled is not None:
+        raise DataError(f"{what} needs labelled images, and {inputs.unlabelled}")
     if inputs.labels is None:
         raise ConfigError(
             f"{what} needs labelled images: pass a class folder or a Samples, not a tensor or a list of files"

@@ -5,26 +5,36 @@
 offline catalog or downloaded, or a local file fitted by name or, failing that, by position
 ("same tensors, other names"). :func:`create_model` puts a registered head on it as a
 :class:`TransferModel`, which normalizes its own input; a freeze policy says what trains;
-:func:`save_model` / :func:`load_model` write and rebuild the exact model offline.
+:func:`save_model` / :func:`load_model` write and rebuild the exact model offline, from a file
+that holds no code (safetensors + checked JSON settings, one sha256 over both).
 
 A newcomer adds a backbone source with :func:`register_source`, a head with
 :func:`register_head` and a freeze policy with :func:`register_freeze_policy`.
 """
 
-from ._backbones import SOURCES, SourceLoader, load_backbone, register_source
+from ._backbones import SOURCES, SourceLoader, code_origin, load_backbone, register_source
 from ._checkpoint import (
     FORMAT,
     FORMAT_VERSION,
-    atomic_save,
-    check_format_version,
+    LEGACY_FORMAT_VERSION,
+    check_header,
+    config_from_file,
     file_header,
     load_checkpoint,
     load_model,
     model_from_state,
-    read_plain_data,
     save_model,
     tensors_sha256,
 )
+from ._file_format import (
+    FileContents,
+    atomic_write,
+    file_sha256,
+    peek_format,
+    read_document,
+    write_document,
+)
+from ._file_kinds import describe_foreign
 from ._freeze import (
     FREEZE_POLICIES,
     BatchNormOnly,
@@ -49,6 +59,7 @@ from ._offline_catalog import (
     offline_weights_path,
     register_offline_weights,
 )
+from ._schema import MAX_INPUT_SIDE, Fields
 from ._source_common import Backbone, WeightsArg, strip_classifier
 from ._stages import backbone_stages, split_backbone
 from ._transfer import ModelConfig, TransferModel, create_model, rebuild_model
@@ -59,10 +70,14 @@ __all__ = [
     "FORMAT_VERSION",
     "FREEZE_POLICIES",
     "HEADS",
+    "LEGACY_FORMAT_VERSION",
+    "MAX_INPUT_SIDE",
     "OFFLINE_WEIGHTS",
     "SOURCES",
     "Backbone",
     "BatchNormOnly",
+    "Fields",
+    "FileContents",
     "FreezePolicy",
     "FreezeStages",
     "FreezeUnfreeze",
@@ -77,12 +92,16 @@ __all__ = [
     "SourceLoader",
     "TransferModel",
     "WeightsArg",
-    "atomic_save",
+    "atomic_write",
     "backbone_stages",
     "batchnorm_modules",
-    "check_format_version",
+    "check_header",
+    "code_origin",
+    "config_from_file",
     "create_model",
+    "describe_foreign",
     "file_header",
+    "file_sha256",
     "head_config",
     "list_offline_weights",
     "load_backbone",
@@ -92,8 +111,9 @@ __all__ = [
     "model_from_state",
     "offline_weights_entry",
     "offline_weights_path",
+    "peek_format",
     "policy_config",
-    "read_plain_data",
+    "read_document",
     "read_state_dict",
     "rebuild_model",
     "register_freeze_policy",
@@ -108,4 +128,5 @@ __all__ = [
     "split_backbone",
     "strip_classifier",
     "tensors_sha256",
+    "write_document",
 ]

@@ -15,7 +15,9 @@ looked up in the offline catalog first, then downloaded; without network the
 
 New sources register a loader ``(name, weights) -> Backbone`` with :func:`register_source`; the
 loader receives ``weights`` as ``None``, a :class:`~pathlib.Path` (an existing file) or a ``str``
-(a weights name).
+(a weights name). A source that runs code it fetches or finds (``hub:`` runs a repository's
+``hubconf.py``) is registered with ``runs_code=True``: a model file naming it is rebuilt only with
+the user's consent (``load_model(..., trust_code=True)``, see :func:`code_origin`).
 """
 
 from __future__ import annotations
@@ -31,11 +33,11 @@ from ..errors import UnknownNameError, unknown_name_message
 from ..registry import Registry
 from ..spec import InputSpec
 from ._source_common import Backbone, WeightsArg, weights_arg
-from ._source_hub import load_hub
+from ._source_hub import hub_origin, load_hub
 from ._source_timm import load_timm
 from ._source_torchvision import load_torchvision
 
-__all__ = ["SOURCES", "SourceLoader", "load_backbone", "register_source"]
+__all__ = ["SOURCES", "SourceLoader", "code_origin", "load_backbone", "register_source"]
 
 logger = logging.getLogger("ensemblenet.models")
 
@@ -48,17 +50,55 @@ SourceLoader = Callable[[str, WeightsArg], Backbone]
 SOURCES: Registry[SourceLoader] = Registry("backbone source", fix_hint=f"Write 'source:name', {_EXAMPLE}.")
 
 
+#: Sources that run code to build a backbone, each with a function naming where that code comes from.
+_RUNS_CODE: dict[str, Callable[[str], str]] = {}
+
+
+#: ``runs_code``: False, True, or a function ``model name -> where its code comes from``.
+RunsCode = bool | Callable[[str], str]
+
+
 @overload
-def register_source(name: str) -> Callable[[SourceLoader], SourceLoader]: ...
+def register_source(name: str, *, runs_code: RunsCode = False) -> Callable[[SourceLoader], SourceLoader]: ...
 @overload
-def register_source(name: str, loader: SourceLoader) -> SourceLoader: ...
+def register_source(name: str, loader: SourceLoader, *, runs_code: RunsCode = False) -> SourceLoader: ...
 
 
 def register_source(
-    name: str, loader: SourceLoader | None = None
+    name: str, loader: SourceLoader | None = None, *, runs_code: RunsCode = False
 ) -> SourceLoader | Callable[[SourceLoader], SourceLoader]:
-    """Make ``load_backbone(f"{name}:...")`` call ``loader``; a decorator when ``loader`` is omitted."""
-    return SOURCES.register(name) if loader is None else SOURCES.register(name, loader)
+    """Make ``load_backbone(f"{name}:...")`` call ``loader``; a decorator when ``loader`` is omitted.
+
+    ``runs_code`` marks a source that executes code it fetches or finds (``hub:`` runs a
+    repository's ``hubconf.py``): True, or a function naming where a model's code comes from. A
+    file naming such a source is only rebuilt with ``trust_code=True`` (see :func:`code_origin`).
+    """
+
+    def add(item: SourceLoader) -> SourceLoader:
+        SOURCES.register(name, item)
+        if callable(runs_code):
+            _RUNS_CODE[name] = runs_code
+        elif runs_code:
+            _RUNS_CODE[name] = lambda model: f"the {name!r} source (registered with runs_code=True)"
+        else:
+            _RUNS_CODE.pop(name, None)  # a name registered again after unregister()
+        return item
+
+    return add if loader is None else add(loader)
+
+
+def code_origin(backbone: str) -> str | None:
+    """Where the code that building ``backbone`` runs comes from, or None when it runs no foreign
+    code (``torchvision:``, ``timm:``). Nothing is imported or run to find out.
+
+    >>> code_origin("torchvision:resnet18") is None
+    True
+    >>> code_origin("hub:someone/repo:entry")
+    "the torch.hub repository 'someone/repo' (its hubconf.py, from GitHub or the hub cache)"
+    """
+    source, _, model_name = str(backbone).partition(":")
+    describe = _RUNS_CODE.get(source) if source in SOURCES else None
+    return None if describe is None else describe(model_name)
 
 
 def load_backbone(
@@ -111,5 +151,5 @@ def _no_source_message(name: object) -> str:
 
 
 register_source("torchvision", load_torchvision)
-register_source("hub", load_hub)
+register_source("hub", load_hub, runs_code=hub_origin)
 register_source("timm", load_timm)

@@ -24,10 +24,18 @@ from ._source_common import (
 from ._source_torchvision import tv_member, tv_spec
 from ._weight_files import load_into, read_state_dict
 
-__all__ = ["load_hub"]
+__all__ = ["hub_origin", "load_hub"]
 
 
 _GITHUB_REPO = re.compile(r"^[\w.-]+/[\w.-]+(:[\w./-]+)?$")
+
+
+def hub_origin(spec: str) -> str:
+    """Where ``hub:<spec>`` takes the code it runs from (for the consent message); runs nothing."""
+    repo = spec.rpartition(":")[0] or spec
+    if Path(repo).expanduser().is_dir():
+        return f"the local folder {str(Path(repo).expanduser().resolve())!r} (its hubconf.py)"
+    return f"the torch.hub repository {repo!r} (its hubconf.py, from GitHub or the hub cache)"
 
 
 def load_hub(spec: str, weights: WeightsArg) -> Backbone:

@@ -12,16 +12,16 @@ Two jobs, kept apart so each can be tested alone:
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import safetensors.torch
 import torch
 from torch import nn
 
-from ..errors import MissingDependencyError, WeightsError
+from ..errors import WeightsError
 
 __all__ = ["load_into", "read_state_dict", "remap_by_position"]
 
@@ -42,13 +42,12 @@ _SHOWN = 5  # how many offending keys an error message lists
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Read a weights file into a flat ``{name: tensor}`` dict on the CPU.
 
-    ``.safetensors`` files need the ``safetensors`` package; anything else goes through
+    ``.safetensors`` files are read with ``safetensors``; anything else goes through
     ``torch.load(map_location="cpu", weights_only=True)``. A checkpoint that nests its weights
     under ``state_dict``, ``model_state_dict``, ``model`` or ``net`` is unwrapped.
 
     Raises:
         WeightsError: the file is missing, unreadable, contains pickled code or holds no tensors.
-        MissingDependencyError: a ``.safetensors`` file without the ``safetensors`` package.
     """
     file = Path(path)
     if not file.is_file():
@@ -69,14 +68,8 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 
 def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
-    if importlib.util.find_spec("safetensors") is None:
-        raise MissingDependencyError(
-            f"reading {str(file)!r} needs the safetensors package: pip install safetensors"
-        )
-    from safetensors.torch import load_file  # optional dependency, imported only when needed
-
     try:
-        return load_file(str(file), device="cpu")
+        return safetensors.torch.load_file(str(file), device="cpu")
     except Exception as exc:  # safetensors raises its own error type for corrupt headers
         raise WeightsError(f"cannot read safetensors file {str(file)!r}: {exc}") from exc
 

@@ -28,7 +28,7 @@ import torch
 from ..errors import ConfigError
 from ..scoring import METRICS, metric_score
 from ._base import check_labels, check_member_probs, register_strategy, single_thread
-from ._weighted import weighted_mean
+from ._weighted import restored_weights, weighted_mean
 
 __all__ = ["GreedyStrategy"]
 
@@ -117,6 +117,8 @@ class GreedyStrategy:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.__init__(str(state["metric"]), int(state["rounds"]), state.get("weights"))  # type: ignore[misc]
+        if state.get("weights") is not None:  # bit for bit as saved (see restored_weights)
+            self._weights = restored_weights(state["weights"])
         counts = state.get("counts")
         self.counts = None if counts is None else [int(c) for c in counts]
 

@@ -85,13 +85,7 @@ class WeightedStrategy:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         weights = state.get("weights")
-        self._weights = None if weights is None else normalize_weights(weights)
-        if weights is not None:
-            # Saved weights were normalized already: dividing them by their sum again can move the
-            # last bit, and a loaded ensemble must predict exactly what the saved one did.
-            saved = torch.tensor([float(w) for w in weights], dtype=torch.float64)
-            if abs(float(saved.sum()) - 1.0) < 1e-12:
-                self._weights = saved
+        self._weights = None if weights is None else restored_weights(weights)
         self.needs_fit = weights is None
 
     def __repr__(self) -> str:
@@ -112,6 +106,17 @@ def normalize_weights(weights: Sequence[float]) -> torch.Tensor:
             "they are normalized to sum to 1, so e.g. [2, 1] means 2/3 and 1/3."
         )
     return values / values.sum()
+
+
+def restored_weights(saved: Sequence[float]) -> torch.Tensor:
+    """Weights read back from a file: bit for bit as saved when they already sum to 1.
+
+    Normalizing again would move the last bit on CPUs whose summation order differs (AVX2 against
+    the default kernels): a reloaded ensemble must predict exactly what the saved one did.
+    """
+    normalized = normalize_weights(saved)  # also checks them
+    exact = torch.tensor([float(w) for w in saved], dtype=torch.float64)
+    return exact if torch.allclose(exact, normalized, rtol=0.0, atol=1e-12) else normalized
 
 
 def weighted_mean(probs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..models import TransferModel, load_checkpoint, save_model
 from ._distributed import barrier, is_main_process
 from ._history import EpochRecord, History
@@ -103,6 +103,25 @@ class ModelCheckpoint(Callback):
             value = record.get(self.monitor)
             if _improved(value, self.best, self.mode):
                 self.best, self.best_epoch = value, record.epoch
+        if self.best_epoch is not None and self._saved_epoch() != self.best_epoch:
+            # Resumed into another output (or the file was removed): the best epoch's weights are not
+            # here and cannot be rebuilt, so this file keeps the best of the epochs still to come.
+            log.warning(
+                "the best epoch so far (%d) was saved to another file, not %s; %s gets the best of the "
+                "epochs trained from now on",
+                self.best_epoch,
+                self.path,
+                self.path,
+            )
+            self.best = self.best_epoch = None
+
+    def _saved_epoch(self) -> int | None:
+        """The epoch the file at ``path`` holds, if it is a readable model file that records one."""
+        try:
+            epoch = (load_checkpoint(self.path).get("metrics") or {}).get("epoch")
+        except CheckpointError:
+            return None
+        return epoch if isinstance(epoch, int) else None
 
     def on_epoch_end(self, trainer: TrainerState, model: TransferModel, record: EpochRecord) -> None:
         value = record.get(self.monitor)

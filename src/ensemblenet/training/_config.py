@@ -89,10 +89,30 @@ class TrainConfig:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU."""
+    """``"auto"`` -> CUDA when available, else CPU; any other device is checked to exist here.
+
+    Raises:
+        ConfigError: an unknown device name, CUDA (or MPS) that this machine or this torch build
+            does not have, or a CUDA index beyond the devices present (``cuda:3`` with two GPUs).
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
-    except RuntimeError:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
         raise ConfigError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ConfigError(f"device {str(device)!r} is not available: {why}; use 'cpu' or 'auto'")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(
+                f"device {str(device)!r} is not available: this machine has {count} CUDA device(s), "
+                f"'cuda:0'..'cuda:{count - 1}'"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {str(device)!r} is not available here (no Apple MPS); use 'cpu' or 'auto'")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {str(device)!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    return dev

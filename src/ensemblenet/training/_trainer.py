@@ -35,6 +35,7 @@ from ._callbacks import Callback
 from ._config import TrainConfig, resolve_device
 from ._distributed import DistContext
 from ._history import EpochRecord, History
+from ._resume import differences, files_digest, fingerprint
 from ._schedules import lr_factor
 from ._sync_batchnorm import convert_sync_batchnorm, revert_sync_batchnorm
 
@@ -86,6 +87,7 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self.history = History()
+        self._fingerprint: dict[str, Any] = {}  # what a resumed run must share with this one
 
     # ------------------------------------------------------------------ data
     def _loader(self, data: Any, model: TransferModel, *, train: bool) -> DataLoader[Any]:
@@ -209,6 +211,13 @@ class Trainer:
         self._build_optimizer(model, len(train_loader))
         assert self.optimizer is not None and self.scheduler is not None  # for mypy; built just above
         self.history, start_epoch = History(), 0
+        self._fingerprint = fingerprint(
+            model.config.to_dict(),
+            dataclasses.asdict(cfg),
+            policy_config(self.policy),
+            files_digest(train),
+            files_digest(val),
+        )
         if resume is not None:
             start_epoch = self._load_state(model, resume)
         loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -331,21 +340,43 @@ class Trainer:
                 "history": self.history.to_dict(),
                 "config": dataclasses.asdict(self.config),
                 "policy": policy_config(self.policy),
+                "fingerprint": self._fingerprint,
             },
         )
 
     def _load_state(self, model: TransferModel, path: str | os.PathLike[str]) -> int:
+        """Restore a state written by :meth:`save_state`, after checking it is this run's."""
+        shown = repr(os.fspath(path))
         payload = load_checkpoint(path)
         state = payload.get("train_state")
         if not isinstance(state, dict):
             raise CheckpointError(
-                f"{os.fspath(path)!r} holds a model but no trainer state; resume needs a file written by "
+                f"{shown} holds a model but no trainer state; resume needs a file written by "
                 "Trainer.save_state or ModelCheckpoint(last_path=...)"
             )
-        model.load_state_dict(payload["state_dict"])
+        # A state written before fingerprints existed (0.1) is compared on what it does record.
+        saved = state.get("fingerprint") or fingerprint(payload["config"], state["config"], state["policy"])
+        mismatch = differences(saved, self._fingerprint)
+        if mismatch:
+            raise CheckpointError(
+                f"cannot resume from {shown}: it was saved by a different run ({'; '.join(mismatch)}). "
+                "Resume with that run's settings and data, or start a new run without resume"
+            )
         assert self.optimizer is not None and self.scheduler is not None
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.history = History.from_dict(state["history"])
+        try:
+            model.load_state_dict(payload["state_dict"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.history = History.from_dict(state["history"])
+        except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+            raise CheckpointError(
+                f"cannot resume from {shown}: its state does not fit this model and optimizer "
+                f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+            ) from None
+        if len(self.history) != state["epoch"]:
+            raise CheckpointError(
+                f"cannot resume from {shown}: it records epoch {state['epoch']} but a "
+                f"history of {len(self.history)} epochs"
+            )
         log.info("resuming from %s after epoch %d", path, state["epoch"])
         return int(state["epoch"])
