@@ -31,6 +31,7 @@ EXPECTED = {
     "StrategyChoice", "choose_strategy",
     "Recipe", "Splits", "get_recipe", "list_recipes", "register_recipe", "Prediction", "Predictions",
     "CSVLogger", "ProgressPrinter", "TensorBoardLogger",
+    "OnnxRuntimeEngine", "QuantizationError", "TorchEngine",
 }  # fmt: skip
 
 
@@ -80,6 +81,7 @@ def test_every_subpackage_exports_what_it_imports_for_others() -> None:
         "datasets",
         "scoring",
         "models",
+        "engine",
         "training",
         "strategies",
         "ensemble",
