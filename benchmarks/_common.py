@@ -3,10 +3,21 @@
 Every benchmark runs each side in its own subprocess (``python SCRIPT --side NAME ...``), so the
 peak RSS each side reports (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) is its own, and the
 parent prints one table plus one JSON document.
+
+**Roofline.** Every benchmark also prints how far each side is from the machine's limit: its
+achieved GFLOP/s next to the fp32 matrix-multiply peak measured in the same run
+(:func:`gemm_peak_gflops`: the best of several ``2048 x 2048 @ 2048 x 2048`` float32 products in
+PyTorch on its default threads; ``2 * 2048**3`` floating-point operations each). FLOPs of a model
+are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one forward pass of one image (and
+the backward pass for a training step): it counts 2 FLOPs per multiply-add of convolutions and
+matrix products, and nothing for element-wise operations, pooling or normalization, so the
+achieved figure is a slight underestimate of the arithmetic done.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -57,13 +68,110 @@ def hardware() -> dict[str, Any]:
         pass
     import torch
 
+    versions = {}
+    for package in ("onnxruntime", "onnx", "timm"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "absent"
+    flags = ""
+    with contextlib.suppress(OSError, StopIteration):
+        text = Path("/proc/cpuinfo").read_text()
+        flags = next(line for line in text.splitlines() if line.startswith("flags")) + " "
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f" {f}" in flags]
     return {
         "cpu": model,
+        "isa": isa,
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        **versions,
         "gpu": torch.cuda.is_available(),
+        "load_average": [round(x, 2) for x in load_average()],
     }
+
+
+def gemm_peak_gflops(n: int = 2048, repeats: int = 7) -> float:
+    """The machine's measured fp32 matrix-multiply peak (best of ``repeats`` ``n x n`` products)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):  # warm-up: thread pool, caches, clock
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * n**3 / best / 1e9
+
+
+def forward_gflop(module: Any, size: tuple[int, int], dtype: Any = None) -> float:
+    """GFLOP of one forward pass of ``module`` on one ``(1, 3, *size)`` image (FlopCounterMode)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.rand(1, 3, *size) if dtype is None else torch.randint(0, 256, (1, 3, *size), dtype=dtype)
+    was_training = module.training
+    module.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(x)
+    module.train(was_training)
+    return counter.get_total_flops() / 1e9
+
+
+def step_gflop(model: Any, size: tuple[int, int], classes: int = 2) -> float:
+    """GFLOP per image of one training step (forward + backward of what requires grad)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, y = torch.rand(2, 3, *size), torch.arange(2) % classes
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 2 / 1e9
+
+
+def roofline_rows(sides: dict[str, tuple[float, float]], peak: float) -> list[list[str]]:
+    """Rows ``side, GFLOP per image, images/s, achieved GFLOP/s, % of peak`` for :func:`table`;
+    ``sides`` maps a side to ``(GFLOP per image, images per second)``."""
+    rows = []
+    for side, (gflop, rate) in sides.items():
+        achieved = gflop * rate
+        rows.append([side, f"{gflop:.3f}", f"{rate:.1f}", f"{achieved:.1f}", f"{100 * achieved / peak:.0f}%"])
+    return rows
+
+
+ROOFLINE_HEADER = ["side", "GFLOP/image", "images/s", "achieved GFLOP/s", "of GEMM peak"]
+
+
+def print_roofline(sides: dict[str, tuple[float, float]], peak: float) -> dict[str, Any]:
+    """Print the roofline table (see the module docstring) and return it for the JSON report."""
+    print(f"\nRoofline: measured fp32 GEMM peak (2048^2, torch, {_threads()} threads) = {peak:.1f} GFLOP/s")
+    print(table(roofline_rows(sides, peak), ROOFLINE_HEADER))
+    return {
+        "gemm_peak_gflops": peak,
+        "sides": {
+            side: {
+                "gflop_per_image": g,
+                "images_per_s": r,
+                "achieved_gflops": g * r,
+                "fraction_of_peak": g * r / peak,
+            }
+            for side, (g, r) in sides.items()
+        },
+    }
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def load_average() -> tuple[float, float, float]:
+    """The 1, 5 and 15-minute load averages: how busy the shared machine was."""
+    return os.getloadavg()
 
 
 def emit(result: dict[str, Any]) -> None:
@@ -92,7 +200,7 @@ def run_side(script: str, side: str, args: Sequence[str]) -> dict[str, Any]:
 def print_report(benchmark: str, args: Any, results: dict[str, Any]) -> None:
     """The last thing a benchmark prints: its name, the hardware, its arguments and results, as JSON."""
     report = {"benchmark": benchmark, "hardware": hardware(), "args": vars(args), "results": results}
-    print(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1, default=str))
 
 
 def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:

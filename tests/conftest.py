@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import os
 import struct
 import sys
 from collections.abc import Callable, Iterator
@@ -89,6 +90,18 @@ def make_tiny_model(
         num_features=width,
     )
     return TransferModel(tiny_backbone(width), nn.Linear(width, len(classes)), config)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def engine_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Exported ONNX engines go to a temporary folder, never the user's ~/.cache."""
+    before = os.environ.get("ENSEMBLENET_CACHE")
+    os.environ["ENSEMBLENET_CACHE"] = str(tmp_path_factory.mktemp("ensemblenet-cache"))
+    yield
+    if before is None:
+        del os.environ["ENSEMBLENET_CACHE"]
+    else:
+        os.environ["ENSEMBLENET_CACHE"] = before
 
 
 @pytest.fixture(scope="module")

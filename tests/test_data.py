@@ -691,3 +691,22 @@ def test_dogs_vs_cats_scan_and_split() -> None:
         assert path.name.startswith(("cat.", "dog.")[label])
     parts = split_samples(samples)
     assert [len(p) for p in parts] == [13_120, 3_690, 3_690]
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 9), (9, 1)])
+def test_a_view_never_hands_torch_pils_read_only_buffer(size: tuple[int, int]) -> None:
+    """A 1-pixel-wide or -high view's CHW transpose is already contiguous, so a no-copy conversion
+    would give torch PIL's read-only buffer (a UserWarning that torch shows once per process, hence
+    a fresh interpreter with warnings as errors)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np; from PIL import Image; from ensemblenet.data import View; "
+        "image = Image.fromarray(np.zeros((5, 7, 3), dtype=np.uint8)); "
+        f"View({size!r}, 'nearest').apply(image)[0, 0, 0] = 1"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

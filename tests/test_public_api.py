@@ -32,6 +32,7 @@ EXPECTED = {
     "Recipe", "Splits", "get_recipe", "list_recipes", "register_recipe", "Prediction", "Predictions",
     "CSVLogger", "ProgressPrinter", "TensorBoardLogger",
     "DistillResult", "distill",
+    "OnnxRuntimeEngine", "QuantizationError", "TorchEngine",
 }  # fmt: skip
 
 
@@ -81,6 +82,7 @@ def test_every_subpackage_exports_what_it_imports_for_others() -> None:
         "datasets",
         "scoring",
         "models",
+        "engine",
         "training",
         "strategies",
         "ensemble",

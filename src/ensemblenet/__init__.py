@@ -8,6 +8,7 @@ up (each imports only from those below it; see the architecture page of the docs
 * :mod:`ensemblenet.data` -- image folders to batches of tensors;
 * :mod:`ensemblenet.scoring` -- metrics, significance, the report and its figures;
 * :mod:`ensemblenet.models` -- backbones, weights, heads, freeze policies, model files;
+* :mod:`ensemblenet.engine` -- what runs the frozen parts: PyTorch or ONNX Runtime (float32, int8);
 * :mod:`ensemblenet.training` -- the Trainer, callbacks, the frozen-feature cache, torchrun;
 * :mod:`ensemblenet.strategies` -- how member probabilities become one prediction;
 * :mod:`ensemblenet.ensemble` -- ``Ensemble``, test-time augmentation, ensemble files, ONNX;
@@ -42,6 +43,7 @@ from .data import (
     scan_folder,
     split_samples,
 )
+from .engine import OnnxRuntimeEngine, TorchEngine
 from .ensemble import (
     TTA,
     Ensemble,
@@ -60,6 +62,7 @@ from .errors import (
     DuplicateNameError,
     EnsembleNetError,
     MissingDependencyError,
+    QuantizationError,
     TrainingError,
     UnknownNameError,
     WeightsError,
@@ -137,6 +140,7 @@ __all__ = [  # noqa: RUF022
     "EnsembleNetError",
     "InputSpec",
     "MissingDependencyError",
+    "QuantizationError",
     "TrainingError",
     "UnknownNameError",
     "WeightsError",
@@ -182,6 +186,9 @@ __all__ = [  # noqa: RUF022
     "register_offline_weights",
     "register_source",
     "save_model",
+    # engine
+    "OnnxRuntimeEngine",
+    "TorchEngine",
     # training
     "CSVLogger",
     "Callback",

@@ -7,6 +7,7 @@
     ├── DuplicateNameError (ValueError)    registering a name twice
     ├── MissingDependencyError (ImportError)  an optional package is not installed
     ├── ConfigError (ValueError)           a setting out of range or of the wrong type
+    │   └── QuantizationError              int8 that loses more accuracy than allowed here
     ├── WeightsError (ValueError)          a weights file that does not fit the architecture
     │   └── WeightsUnavailableError        weights that cannot be downloaded (offline)
     ├── DataError (ValueError)             an empty or unusable image folder / split
@@ -30,6 +31,7 @@ __all__ = [
     "DuplicateNameError",
     "EnsembleNetError",
     "MissingDependencyError",
+    "QuantizationError",
     "TrainingError",
     "UnknownNameError",
     "WeightsError",
@@ -59,6 +61,10 @@ class MissingDependencyError(EnsembleNetError, ImportError):
 
 class ConfigError(EnsembleNetError, ValueError):
     """A setting with a value outside its valid range or of the wrong type."""
+
+
+class QuantizationError(ConfigError):
+    """An int8 engine refused: on held-out images it loses more accuracy than its stated tolerance."""
 
 
 class WeightsError(EnsembleNetError, ValueError):

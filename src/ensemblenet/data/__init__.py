@@ -14,8 +14,9 @@ deterministic stratified splits; safe decoding (:func:`load_image`, one bad file
 run); a :class:`View` per backbone (the one resize table); :class:`ImageDataset` and
 :func:`make_loader` (one ``uint8`` tensor per distinct view, unreadable files skipped and
 counted); the on-disk :class:`DecodedCache` of decoded pixels; training-time augmentation presets
-(:func:`resolve_augment`); and a run's split saved with the hash of every file
-(:func:`save_split`, :func:`check_disjoint`), so held-out images stay held out.
+(:func:`resolve_augment`); a run's split saved with the hash of every file
+(:func:`save_split`, :func:`check_disjoint`), so held-out images stay held out; and
+:func:`prefetch`, which decodes the next batches on a second thread while the network runs.
 """
 
 from ._augment import AUGMENTATIONS, Augmentation, AugmentLike, resolve_augment
@@ -23,6 +24,7 @@ from ._dataset import ImageDataset, Item, Skipped, ViewLike
 from ._decode import FORMATS, UnreadableImageError, check_image, load_image
 from ._decoded_cache import CACHE_VERSION, DecodedCache, file_stamp
 from ._loader import Batch, collate, make_loader
+from ._prefetch import prefetch
 from ._samples import DEFAULT_SPLIT, Samples, describe_skipped, split_samples
 from ._scan import IMAGE_EXTENSIONS, LAYOUTS, list_image_files, scan_folder
 from ._split_file import (
@@ -71,6 +73,7 @@ __all__ = [
     "load_image",
     "load_split",
     "make_loader",
+    "prefetch",
     "resolve_augment",
     "save_split",
     "scan_folder",

@@ -6,7 +6,9 @@ decoded once per batch, resized once per distinct view, and each member normaliz
 turns the members' probabilities into the ensemble's, and :mod:`ensemblenet.scoring` judges both.
 Test-time augmentation, one-file save/load and ONNX export (a self-describing file, run by
 :class:`OnnxPredictor`) live here too. :meth:`Ensemble.predict` returns :class:`Predictions`:
-class names with probabilities.
+class names with probabilities. The members run
+through the engine chosen with ``engine=`` (:mod:`ensemblenet.engine`; ``"auto"``: ONNX Runtime on a
+CPU when installed).
 
 >>> from ensemblenet import Ensemble
 >>> ensemble = Ensemble.from_checkpoints(["resnet18.pt", "resnet34.pt"])  # doctest: +SKIP

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ..data import load_image
+from ..engine import EngineLike
 from ..errors import ClassMismatchError, ConfigError
 from ..models import TransferModel, load_model
 from ..scoring import Curves, EnsembleEvaluation, EnsembleReport, build_report, score_model
@@ -61,6 +62,11 @@ class Ensemble:
         tta: test-time augmentation for every member: None (off), ``"flip"``, ``"flip+crops"``
             or a :class:`~ensemblenet.ensemble.TTA` (each multiplies the forward passes; see
             :mod:`ensemblenet.ensemble`).
+        engine: what runs the members when predicting, evaluating, fitting and reporting (see
+            :mod:`ensemblenet.engine`): ``"auto"`` (ONNX Runtime on a CPU when installed, else
+            PyTorch), ``"torch"``, ``"onnxruntime"``, or an engine object such as
+            ``OnnxRuntimeEngine(int8=True, calibration=train)``. The :attr:`engine` attribute
+            can be changed later; each call may also pass ``engine=``.
 
     Raises:
         ClassMismatchError: members whose class names or their order differ.
@@ -73,8 +79,10 @@ class Ensemble:
         strategy: StrategyLike = "mean",
         weights: Sequence[float] | None = None,
         tta: TTA | bool | str | None = None,
+        engine: EngineLike = "auto",
     ) -> None:
         self.tta: TTA | None = resolve_tta(tta)
+        self.engine: EngineLike = engine
         self.members: tuple[TransferModel, ...] = tuple(members)
         self.classes: tuple[str, ...] = check_members(self.members)
         self.strategy: Strategy = resolve_strategy(strategy, weights=weights, members=len(self.members))
@@ -117,6 +125,7 @@ class Ensemble:
         batch_size: int = 32,
         device: str | torch.device | None = None,
         progress: bool = True,
+        engine: EngineLike | None = None,
     ) -> torch.Tensor:
         """Every member's class probabilities, float32 ``(M, N, C)``, rows in input order.
 
@@ -129,13 +138,25 @@ class Ensemble:
             device: where to run; ``"cuda"`` when available by default. Members are moved there
                 for the call and back afterwards, and their train/eval modes are restored.
             progress: show a tqdm progress bar.
+            engine: overrides :attr:`engine` for this call.
 
         Rows of images that cannot be decoded are NaN (a WARNING says how many), so the output
         stays aligned with the input.
         """
         return run_members(
-            self.members, to_inputs(data, self.classes), self.tta, batch_size, device, progress
+            self.members,
+            to_inputs(data, self.classes),
+            self.tta,
+            batch_size,
+            device,
+            progress,
+            engine=self.engine if engine is None else engine,
         )
+
+    def _engine_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        # Calls that score labelled data run the members like member_probas: this ensemble's engine
+        # unless the call names one.
+        return {"engine": self.engine, **kwargs} if kwargs.get("engine") is None else kwargs
 
     def predict_proba(self, data: Data, **kwargs: Any) -> torch.Tensor:
         """Ensemble probabilities, float64 ``(N, C)``; NaN rows for unreadable images.
@@ -161,7 +182,9 @@ class Ensemble:
     def evaluate(self, data: Data, **kwargs: Any) -> EnsembleEvaluation:
         """Accuracy and log-loss of the ensemble and of each member on labelled ``data``."""
         check_fitted(self.strategy)
-        probs, labels, valid, rejected = labelled_probas(self.members, self.tta, data, "evaluate", **kwargs)
+        probs, labels, valid, rejected = labelled_probas(
+            self.members, self.tta, data, "evaluate", **self._engine_kwargs(kwargs)
+        )
         probs, labels = probs[:, valid], labels[valid]
         combined = combine_probas(self.strategy, probs)
         members = tuple(
@@ -195,7 +218,9 @@ class Ensemble:
                 f"strategy {strategy_name(self.strategy)!r} has nothing to fit; use strategy='weighted' "
                 "to learn member weights on validation data."
             )
-        probs, labels, valid, _ = labelled_probas(self.members, self.tta, data, "fit_weights", **kwargs)
+        probs, labels, valid, _ = labelled_probas(
+            self.members, self.tta, data, "fit_weights", **self._engine_kwargs(kwargs)
+        )
         fittable.fit(probs[:, valid].double(), labels[valid])  # type: ignore[attr-defined]
         self.strategy = fittable
         weights = getattr(self.strategy, "weights", None)
@@ -214,7 +239,9 @@ class Ensemble:
         """
         inner = self.strategy.inner if isinstance(self.strategy, CalibratedStrategy) else self.strategy
         calibrated = CalibratedStrategy(inner, members=members, refit_inner=refit)
-        probs, labels, valid, _ = labelled_probas(self.members, self.tta, data, "calibrate", **kwargs)
+        probs, labels, valid, _ = labelled_probas(
+            self.members, self.tta, data, "calibrate", **self._engine_kwargs(kwargs)
+        )
         calibrated.fit(probs[:, valid].double(), labels[valid])
         self.strategy = calibrated
         return calibrated
@@ -236,7 +263,9 @@ class Ensemble:
         winner is refitted on all of ``data`` and becomes :attr:`strategy`. See
         :func:`ensemblenet.choose_strategy`.
         """
-        probs, labels, valid, _ = labelled_probas(self.members, self.tta, data, "choose_strategy", **kwargs)
+        probs, labels, valid, _ = labelled_probas(
+            self.members, self.tta, data, "choose_strategy", **self._engine_kwargs(kwargs)
+        )
         choice = choose_strategy(
             probs[:, valid].double(), labels[valid], candidates, metric=metric, folds=folds, seed=seed
         )
@@ -298,7 +327,9 @@ class Ensemble:
         """
         check_fitted(self.strategy)
         inputs = to_inputs(data, self.classes)
-        probs, labels, valid, rejected = labelled_probas(self.members, self.tta, inputs, "report", **kwargs)
+        probs, labels, valid, rejected = labelled_probas(
+            self.members, self.tta, inputs, "report", **self._engine_kwargs(kwargs)
+        )
         probs, labels = probs[:, valid].double(), labels[valid]
         combos: dict[str, Strategy] = {f"ensemble ({strategy_name(self.strategy)})": self.strategy}
         for name, strategy in (strategies or {}).items():

@@ -23,7 +23,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..data import Samples, View, describe_skipped, list_image_files, make_loader, scan_folder
+from ..data import Samples, View, describe_skipped, list_image_files, make_loader, prefetch, scan_folder
+from ..engine import EngineLike, model_runner, resolve_engine
 from ..errors import ClassMismatchError, ConfigError, DataError
 from ..models import TransferModel
 from ..training import resolve_device
@@ -179,11 +180,13 @@ def run_members(
     batch_size: int = 32,
     device: str | torch.device | None = None,
     progress: bool = True,
+    engine: EngineLike = "auto",
 ) -> torch.Tensor:
     """Every member's probabilities, float32 ``(M, N, C)``; NaN rows for unreadable images.
 
     Members predict the same classes (the ensemble checks). They run in eval mode on ``device``
-    and are put back afterwards.
+    and are put back afterwards, through ``engine`` (see :mod:`ensemblenet.engine`; ``"auto"``:
+    ONNX Runtime on a CPU when installed, else PyTorch).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -192,13 +195,15 @@ def run_members(
     out = torch.full((len(members), n, len(members[0].classes)), math.nan, dtype=torch.float32)
     views = [View.of(m.spec) for m in members]
     skipped: list[int] = []
-    with _evaluating(members, dev), torch.inference_mode():
-        bar = tqdm(total=n, unit="img", desc="ensemble", disable=not progress)
-        with bar:
-            for indices, images, dropped in _batches(inputs, views, batch_size, dev):
+    chosen = resolve_engine(engine, device=dev)
+    with _evaluating(members, dev):
+        # Built (or found in the engine cache) outside inference_mode, which the exporter cannot trace.
+        runners = [model_runner(m, chosen).prepare() for m in members]
+        with torch.inference_mode(), tqdm(total=n, unit="img", desc="ensemble", disable=not progress) as bar:
+            for indices, images, dropped in _batches(inputs, views, batch_size, dev, chosen.prefetch):
                 skipped += dropped
-                for i, (member, x) in enumerate(zip(members, images, strict=True)):
-                    out[i, indices] = member_probs(member, x.to(dev, non_blocking=True), tta).cpu()
+                for i, (runner, x) in enumerate(zip(runners, images, strict=True)):
+                    out[i, indices] = member_probs(runner, x.to(dev, non_blocking=True), tta).cpu()
                 bar.update(len(indices) + len(dropped))
     if skipped and inputs.samples is not None:
         logger.warning(
@@ -257,14 +262,15 @@ def _remap_labels(names: Sequence[str], classes: tuple[str, ...], labels: torch.
 
 
 def _batches(
-    inputs: MemberInputs, views: list[View], batch_size: int, dev: torch.device
+    inputs: MemberInputs, views: list[View], batch_size: int, dev: torch.device, decode_ahead: bool
 ) -> Iterator[tuple[torch.Tensor, list[torch.Tensor], list[int]]]:
-    """Yield (row indices, one image tensor per member, skipped row indices) per batch."""
+    """Yield (row indices, one image tensor per member, skipped row indices) per batch;
+    ``decode_ahead``: decode the next batch on a second thread meanwhile."""
     if inputs.samples is not None:
         loader = make_loader(inputs.samples, views, batch_size=batch_size, shuffle=False)
         dataset = loader.dataset
         slots = [dataset.view_index(v) for v in views]  # type: ignore[attr-defined]
-        for batch in loader:
+        for batch in prefetch(loader) if decode_ahead else loader:
             yield batch.indices, [batch.images[s] for s in slots], list(batch.skipped)
         return
     if inputs.pictures is not None:

@@ -17,12 +17,12 @@ Crops are taken from the image at the member's input size: the four corners and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..errors import ConfigError
 
@@ -90,8 +90,12 @@ def resolve_tta(tta: TTA | bool | str | None) -> TTA | None:
     raise ConfigError(f"tta must be None, True, 'flip', 'flip+crops' or a TTA(...), got {tta!r}")
 
 
-def member_probs(member: nn.Module, images: torch.Tensor, tta: TTA | None = None) -> torch.Tensor:
-    """``member``'s softmax probabilities (float32 ``(N, C)``), averaged over ``tta``'s views."""
+def member_probs(
+    member: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, tta: TTA | None = None
+) -> torch.Tensor:
+    """``member``'s softmax probabilities (float32 ``(N, C)``), averaged over ``tta``'s views.
+
+    ``member`` is a model or anything called like one (an engine's runner)."""
     if tta is None:
         return torch.softmax(member(images).float(), dim=1)
     views = tta.views(images)

@@ -26,6 +26,7 @@ to float rounding.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import Iterator
@@ -36,7 +37,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..data import Samples, make_loader, resolve_augment
+from ..data import Samples, make_loader, prefetch, resolve_augment
+from ..engine import (
+    Engine,
+    EngineLike,
+    OnnxRuntimeEngine,
+    Runner,
+    TorchEngine,
+    prefix_runner,
+    resolve_engine,
+)
 from ..errors import ConfigError
 from ..models import FreezePolicy, FreezeStages, HeadOnly, TransferModel, split_backbone
 from ._distillation import pack_targets
@@ -104,25 +114,33 @@ def compute_features(
     augment: str | None = None,
     views: int = 0,
     seed: int = 0,
+    engine: EngineLike = "auto",
 ) -> FeatureCache:
     """Run the frozen prefix (``stages``; None = whole backbone) in eval mode over ``samples`` once.
 
     ``flips`` adds the mirrored images' features; ``augment`` (a preset name such as ``"light"``)
     with ``views`` adds that many augmented views per image, drawn from a generator seeded with
     ``seed`` (the same views for the same seed).
-    """
 
-    prefix, _ = split_backbone(model.backbone, stages)
+    ``engine`` runs the prefix (see :mod:`ensemblenet.engine`): ``"auto"`` is ONNX Runtime on a
+    CPU when it is installed, else PyTorch. ``"onnxruntime-int8"`` needs an engine object with
+    ``calibration=`` training images here (:func:`fit_with_feature_cache` passes its training
+    images itself).
+    """
+    chosen = resolve_engine(engine, device=device)
     was_training = model.training
-    # Outside inference_mode: converting parameters inside it would turn them into inference tensors.
+    # Outside inference_mode: converting parameters inside it would turn them into inference
+    # tensors, and the ONNX exporter cannot trace them.
     model.eval().to(device)
-    model.to(memory_format=torch.channels_last)  # same arithmetic, faster convolutions on CPU
+    if isinstance(chosen, TorchEngine):
+        model.to(memory_format=torch.channels_last)  # same arithmetic, faster eager convolutions on CPU
+    runner = prefix_runner(model, stages, chosen).prepare()  # export or find the graph outside inference_mode
     with torch.inference_mode():
-        cache = _run_prefix(model, prefix, samples, dtype, flips, batch_size, cache_dir, device)
+        cache = _run_prefix(runner, model, samples, dtype, flips, batch_size, cache_dir, device, chosen)
         if augment is not None and views > 0:
             extra = [
                 _augmented_view(
-                    model, prefix, samples, dtype, batch_size, cache_dir, device, augment, seed, v
+                    runner, model, samples, dtype, batch_size, cache_dir, device, chosen, augment, seed, v
                 )
                 for v in range(1, views + 1)
             ]
@@ -135,46 +153,54 @@ def compute_features(
 
 
 def _augmented_view(
+    runner: Runner,
     model: TransferModel,
-    prefix: nn.Module,
     samples: Any,
     dtype: torch.dtype,
     batch_size: int,
     cache_dir: str | None,
     device: torch.device | str,
+    engine: Engine,
     augment: str,
     seed: int,
     view: int,
 ) -> FeatureCache:
     # Drawn from the global generator in this process (num_workers=0), reseeded per view inside
     # fork_rng, so the caller's random state is untouched and the views depend on (seed, view) only.
+    # (With prefetch the draws happen on the decoding thread, still one after another in order.)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed * 1_000_003 + 7919 * view)
-        return _run_prefix(model, prefix, samples, dtype, False, batch_size, cache_dir, device, augment)
+        return _run_prefix(
+            runner, model, samples, dtype, False, batch_size, cache_dir, device, engine, augment
+        )
 
 
 def _run_prefix(
+    runner: Runner,
     model: TransferModel,
-    prefix: nn.Module,
     samples: Any,
     dtype: torch.dtype,
     flips: bool,
     batch_size: int,
     cache_dir: str | None,
     device: torch.device | str,
+    engine: Engine,
     augment: str | None = None,
 ) -> FeatureCache:
     chunks: list[list[torch.Tensor]] = [[] for _ in range(2 if flips else 1)]
     labels, indices, skipped = [], [], []
     loader = make_loader(samples, model.spec, batch_size=batch_size, cache_dir=cache_dir, augment=augment)
-    for batch in loader:
+    # The next batch is decoded on a second thread while the engine runs this one (the
+    # performance page measures how much of the decode that hides).
+    layout = torch.channels_last if isinstance(engine, TorchEngine) else torch.contiguous_format
+    for batch in prefetch(loader) if engine.prefetch else loader:
         skipped += batch.skipped
         if len(batch) == 0:
             continue
-        images = batch.images[0].to(device, memory_format=torch.channels_last)
+        images = batch.images[0].to(device, memory_format=layout)
         for f, chunk in enumerate(chunks):
             x = images.flip(-1) if f == 1 else images
-            chunk.append(prefix(model.normalize(x)).to("cpu", dtype))
+            chunk.append(runner(x).to("cpu", dtype))
         labels.append(batch.labels)
         indices.append(batch.indices)
     if not labels:
@@ -238,6 +264,13 @@ def _forward_from_features(model: TransferModel, rest: nn.Module) -> Iterator[No
         del model.forward
 
 
+def _calibrated_on(engine: Engine, train: Any) -> Engine:
+    """int8 without calibration images calibrates on the training images (and serves val too)."""
+    if isinstance(engine, OnnxRuntimeEngine) and engine.int8 and engine.calibration is None:
+        return dataclasses.replace(engine, calibration=train) if isinstance(train, Samples) else engine
+    return engine
+
+
 def fit_with_feature_cache(
     trainer: Trainer,
     model: TransferModel,
@@ -247,6 +280,7 @@ def fit_with_feature_cache(
     dtype: torch.dtype = torch.float16,
     views: int | None = None,
     resume: str | os.PathLike[str] | None = None,
+    engine: EngineLike = "auto",
     soft_targets: torch.Tensor | None = None,
 ) -> History:
     """``trainer.fit(model, train, val)``, with the frozen prefix computed once instead of every epoch.
@@ -261,11 +295,15 @@ def fit_with_feature_cache(
     seeding, callbacks, ``resume``); during it ``model``'s forward takes cached features,
     afterwards it takes images again.
 
+    ``engine`` computes the features (see :mod:`ensemblenet.engine`; default ``"auto"``: ONNX
+    Runtime on a CPU when installed). With ``"onnxruntime-int8"`` the int8 prefix is calibrated
+    on ``train`` (when it is a Samples) and used for ``val`` too.
+
     ``soft_targets`` (``(len(train), C)`` probabilities, rows in ``train``'s sample order, e.g. a
     teacher ensemble's :meth:`~ensemblenet.Ensemble.predict_proba`) replace the labels as training
     targets: each batch then carries :func:`pack_targets` rows (probabilities and label), which the
     trainer's ``criterion`` must read (e.g. :class:`DistillationLoss`; :func:`ensemblenet.distill`
-    sets this up). Every view of an image gets the probabilities of their image. Validation still scores
+    sets this up). Every view of an image gets its image's probabilities. Validation still scores
     cross-entropy against the labels.
     """
     kinds = (Samples, FeatureCache)
@@ -287,17 +325,19 @@ def fit_with_feature_cache(
     augmentation = resolve_augment(cfg.augment)
     if views is not None and (isinstance(views, bool) or not isinstance(views, int) or views < 0):
         raise ConfigError(f"views must be an int >= 0 (augmented feature views per image), got {views!r}")
+    chosen = _calibrated_on(resolve_engine(engine, device=device), train)
     if isinstance(train, FeatureCache):
         train_cache = train
     elif augmentation is None or augmentation.only_flips:
         train_cache = compute_features(
             model, train, stages, dtype=dtype, flips=augmentation is not None, cache_dir=cfg.cache_dir,
-            device=device,
+            device=device, engine=chosen,
         )  # fmt: skip
     else:
         train_cache = compute_features(
             model, train, stages, dtype=dtype, cache_dir=cfg.cache_dir, device=device,
             augment=augmentation.name, views=DEFAULT_VIEWS if views is None else views, seed=cfg.seed,
+            engine=chosen,
         )  # fmt: skip
     log.info(
         "cached features %s of %d training images", tuple(train_cache.features.shape[2:]), len(train_cache)
@@ -318,7 +358,9 @@ def fit_with_feature_cache(
         val_cache = (
             val
             if isinstance(val, FeatureCache)
-            else compute_features(model, val, stages, dtype=dtype, cache_dir=cfg.cache_dir, device=device)
+            else compute_features(
+                model, val, stages, dtype=dtype, cache_dir=cfg.cache_dir, device=device, engine=chosen
+            )
         )
         val_loader = DataLoader(
             _FeatureDataset(val_cache, False, val if isinstance(val, Samples) else None),
