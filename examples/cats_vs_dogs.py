@@ -15,8 +15,10 @@ script's 0.1 names for ``reference`` and ``fast``, still work. Members are offli
 backbones, each ``NAME`` or ``NAME=WEIGHTS`` (a weights name or a local file), e.g. the notebook's
 pair: ``--members torchvision:resnet18=r18.pth,torchvision:resnet34=r34.pth``.
 
-Writes the member models, ``split.json``, ``report.md``, ``report.json`` and PNG figures to
-``--out`` (default ``runs/cats_vs_dogs-RECIPE``). ``benchmarks/gpu_reference.sh`` runs it on a GPU.
+Writes the member models, ``ensemble.pt``, ``split.json``, ``report.md``, ``report.json`` and PNG
+figures to ``--out`` (default ``runs/cats_vs_dogs-RECIPE``); with ``--distill STUDENT`` also
+``student.pt``, one model trained on the ensemble's probabilities, scored in ``report.json``.
+``benchmarks/gpu_reference.sh`` runs it on a GPU.
 """
 
 from __future__ import annotations
@@ -26,7 +28,15 @@ import sys
 import time
 from pathlib import Path
 
-from ensemblenet import DataError, get_recipe, list_recipes, scan_folder, split_samples, train_ensemble
+from ensemblenet import (
+    DataError,
+    distill,
+    get_recipe,
+    list_recipes,
+    scan_folder,
+    split_samples,
+    train_ensemble,
+)
 from ensemblenet.datasets import dataset_folder, synthetic_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or epoch tables")
     parser.add_argument("--download", action="store_true", help="without local data: download a public set")
     parser.add_argument("--synthetic", action="store_true", help="train on generated coloured noise")
+    parser.add_argument(
+        "--distill", metavar="STUDENT", help="also distil the ensemble into one STUDENT model"
+    )
     args = parser.parse_args(argv)
     args.out = args.out or REPO / "runs" / f"cats_vs_dogs-{args.recipe}"
     return args
@@ -113,7 +126,15 @@ def main(argv: list[str] | None = None) -> int:
         ensemble, n_resamples=args.resamples, seed=args.seed, progress=progress, device=device
     )
     print(report)
-    meta = {"data": note, **run.meta(), "seconds": round(time.perf_counter() - started, 1)}
+    ensemble.save(args.out / "ensemble.pt")
+    meta = {"data": note, **run.meta()}
+    if args.distill:  # one model trained on the ensemble's probabilities, scored on the same test split
+        student = distill(
+            ensemble, run.splits, student=args.distill, out=args.out / "student.pt", progress=progress
+        )
+        print(student.table())
+        meta["distillation"] = student.to_dict()
+    meta["seconds"] = round(time.perf_counter() - started, 1)
     report.save(args.out, title=f"Dogs vs Cats, recipe {recipe.name}", meta=meta)
     print(f"report: {args.out / 'report.md'}  ({meta['seconds']:.0f}s)")
     return 0

@@ -26,7 +26,7 @@ from .conftest import read_raw, write_class_folder, write_raw
 
 BACKBONE = "torchvision:mobilenet_v3_small"  # small, and loadable in any process (no test-only source)
 SMALL = InputSpec(size=(32, 32))
-COMMANDS = ("train", "train-ensemble", "evaluate", "predict", "ensemble", "report", "export")
+COMMANDS = ("train", "train-ensemble", "evaluate", "predict", "ensemble", "report", "export", "distill")
 
 
 def run(*argv: str) -> tuple[int, str, str]:

@@ -131,3 +131,24 @@ def test_precomputed_caches_train_like_samples(tmp_path: Path) -> None:
     torch.testing.assert_close(from_caches.head.weight, from_samples.head.weight)
     with pytest.raises(ConfigError, match="Samples or FeatureCache"):
         fit_with_feature_cache(Trainer(config, freeze="head_only"), from_caches, [1, 2])
+
+
+def test_head_only_caches_any_backbone_even_one_whose_stages_are_unknown() -> None:
+    """The whole backbone is the prefix under head_only: no stage table is needed (MobileNetV3 has
+    none), and the cached features are the backbone's output."""
+    backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    class Unknown(nn.Module):  # a user's own module: no stages known for its type
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = backbone
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.body(x)
+
+    model = Unknown()
+    with pytest.raises(ConfigError, match="not Unknown"):
+        split_backbone(model, 1)
+    prefix, rest = split_backbone(model, None)
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.equal(rest(prefix(x)), model(x))

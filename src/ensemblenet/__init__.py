@@ -12,17 +12,19 @@ up (each imports only from those below it; see the architecture page of the docs
 * :mod:`ensemblenet.training` -- the Trainer, callbacks, the frozen-feature cache, torchrun;
 * :mod:`ensemblenet.strategies` -- how member probabilities become one prediction;
 * :mod:`ensemblenet.ensemble` -- ``Ensemble``, test-time augmentation, ensemble files, ONNX;
-* :mod:`ensemblenet.api` -- ``finetune``, ``train_ensemble`` and their recipes; :mod:`ensemblenet.cli`
-  on top. Beside :mod:`ensemblenet.data`, :mod:`ensemblenet.datasets` fetches public image sets
-  (with consent).
+* :mod:`ensemblenet.api` -- ``finetune``, ``train_ensemble`` and their recipes, ``distill``;
+  :mod:`ensemblenet.cli` on top. Beside :mod:`ensemblenet.data`, :mod:`ensemblenet.datasets`
+  fetches public image sets (with consent).
 """
 
 from ._version import __version__
 from .api import (
+    DistillResult,
     FinetuneResult,
     MemberResult,
     Recipe,
     Splits,
+    distill,
     finetune,
     get_recipe,
     list_recipes,
@@ -222,10 +224,12 @@ __all__ = [  # noqa: RUF022
     "optimize_for_cpu",
     "save_ensemble",
     # api
+    "DistillResult",
     "FinetuneResult",
     "MemberResult",
     "Recipe",
     "Splits",
+    "distill",
     "finetune",
     "get_recipe",
     "list_recipes",

@@ -5,9 +5,11 @@ model (with its split and a ``metrics.csv`` beside it); :func:`train_ensemble` t
 members on the same split, one after another or in parallel processes. Both are what the
 ``ensemblenet train`` and ``train-ensemble`` commands call, with the same options and defaults.
 Recipes are named (``"fast"``, the default; ``"reference"``; ``"full"``), overridable field by
-field, and registrable (:func:`register_recipe`).
+field, and registrable (:func:`register_recipe`). :func:`distill` trains one student model on a
+trained ensemble's probabilities (``ensemblenet distill``).
 """
 
+from ._distill import DistillResult, default_student_path, distill
 from ._finetune import FinetuneResult, default_model_path, file_stem, finetune, run_files
 from ._members import member_paths, train_ensemble
 from ._recipes import (
@@ -27,12 +29,15 @@ __all__ = [
     "DEFAULT_RECIPE",
     "RECIPES",
     "VAL_FROM_TRAIN",
+    "DistillResult",
     "FinetuneResult",
     "MemberResult",
     "Recipe",
     "Splits",
     "TrainedEnsemble",
     "default_model_path",
+    "default_student_path",
+    "distill",
     "file_stem",
     "finetune",
     "get_recipe",

@@ -1,4 +1,5 @@
-"""The ``ensemblenet`` command line: train, train-ensemble, evaluate, predict, ensemble, report, export.
+"""The ``ensemblenet`` command line: train, train-ensemble, evaluate, predict, ensemble, report, export,
+distill.
 
 Every command exits 0 on success and, on failure, prints ONE line ``ensemblenet <command>: error: ...``
 on stderr and exits non-zero (1 for an error, 2 for a bad command line, 130 for Ctrl-C), whatever

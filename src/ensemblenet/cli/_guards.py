@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..api import default_model_path, member_paths
+from ..api import default_model_path, default_student_path, member_paths
 from ..errors import ConfigError
 from ..training import resolve_device
 from ._console import Console
@@ -80,6 +80,13 @@ def _outputs(args: argparse.Namespace) -> tuple[list[tuple[Path, str]], list[Pat
         )
         inputs = [Path(p) for p in (args.data, args.val, args.test) if p]
         return [(p, "--out-dir") for p in paths], inputs, resumable
+    if command == "distill":
+        out = Path(args.out) if args.out else default_student_path(args.student)
+        inputs = models + [Path(p) for p in (args.data, args.val, args.test, args.run) if p]
+        outputs = [(out, "--out")] + ([(Path(args.report), "--report")] if args.report else [])
+        if args.report and _key(Path(args.report)) == _key(out):
+            raise ConfigError(f"--out and --report are the same file ({out}); give them different names")
+        return outputs, inputs, set()
     output = getattr(args, "output", None) or getattr(args, "out", None)
     if output is None:
         return [], [], set()

@@ -8,6 +8,7 @@ from typing import NoReturn
 from .._version import __version__
 from ..api import COMBINE_CHOICES, DEFAULT_RECIPE, list_recipes
 from ._console import EXIT_USAGE, _floats, _positive_int, _weights_arg
+from ._distill import add_distill_command
 from ._ensemble_commands import _cmd_ensemble, _cmd_export, _cmd_report
 from ._guards import add_overwrite_option
 from ._inference import _cmd_evaluate, _cmd_predict
@@ -359,4 +360,5 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_overwrite_option(export)
     export.set_defaults(func=_cmd_export)
+    add_distill_command(sub, common, _models_options)
     return parser

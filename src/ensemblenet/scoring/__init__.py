@@ -20,6 +20,7 @@ from ._figures import (
     plot_reliability,
 )
 from ._metrics import (
+    KAGGLE_EPS,
     METRICS,
     accuracy,
     brier_score,
@@ -37,6 +38,7 @@ from ._results import ClassScores, EnsembleEvaluation, Evaluation, MemberEvaluat
 from ._significance import BootstrapResult, McNemarResult, mcnemar_exact, paired_bootstrap
 
 __all__ = [
+    "KAGGLE_EPS",
     "METRICS",
     "BootstrapResult",
     "ClassScores",

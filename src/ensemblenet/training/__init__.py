@@ -5,7 +5,8 @@ and data-parallel training under ``torchrun``.
 policy (from :mod:`ensemblenet.models`) says what trains each epoch; callbacks keep the best model
 and stop early; the state is saved after every epoch so an interrupted run resumes exactly. When
 the policy keeps a backbone prefix frozen in eval mode, :func:`fit_with_feature_cache` computes
-that prefix once and trains only the rest.
+that prefix once and trains only the rest; with a teacher's probabilities as targets and a
+:class:`DistillationLoss` it distils an ensemble into one student.
 
 Training is visible while it runs: :class:`ProgressPrinter` prints an epoch table as each epoch
 ends, :class:`CSVLogger` keeps a ``metrics.csv``, :class:`TensorBoardLogger` writes TensorBoard
@@ -16,6 +17,7 @@ A newcomer adds a callback or a logger by subclassing :class:`Callback`.
 
 from ._callbacks import Callback, EarlyStopping, ModelCheckpoint, TrainerState
 from ._config import OPTIMIZERS, PRECISIONS, TrainConfig, resolve_device
+from ._distillation import DistillationLoss, pack_targets, soften, unpack_targets
 from ._distributed import DistContext, ShardSampler, barrier, is_main_process
 from ._feature_cache import (
     DEFAULT_VIEWS,
@@ -38,6 +40,7 @@ __all__ = [
     "CSVLogger",
     "Callback",
     "DistContext",
+    "DistillationLoss",
     "EarlyStopping",
     "EpochRecord",
     "FeatureCache",
@@ -56,7 +59,10 @@ __all__ = [
     "frozen_stages",
     "is_main_process",
     "lr_factor",
+    "pack_targets",
     "read_metrics_csv",
     "resolve_device",
     "revert_sync_batchnorm",
+    "soften",
+    "unpack_targets",
 ]

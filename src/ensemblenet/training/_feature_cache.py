@@ -49,6 +49,7 @@ from ..engine import (
 )
 from ..errors import ConfigError
 from ..models import FreezePolicy, FreezeStages, HeadOnly, TransferModel, split_backbone
+from ._distillation import pack_targets
 from ._history import History
 from ._trainer import Trainer
 
@@ -214,20 +215,42 @@ def _run_prefix(
     )
 
 
-class _FeatureDataset(Dataset[tuple[torch.Tensor, int]]):
-    def __init__(self, cache: FeatureCache, augment: bool, samples: Samples | None = None) -> None:
+class _FeatureDataset(Dataset[tuple[torch.Tensor, Any]]):
+    def __init__(
+        self,
+        cache: FeatureCache,
+        augment: bool,
+        samples: Samples | None = None,
+        targets: torch.Tensor | None = None,
+    ) -> None:
         self.cache, self.views = cache, cache.features.shape[0] if augment else 1
         self.samples = samples  # the images behind the features: a resumed run checks they are the same
+        self.targets = targets  # one row per cached image (e.g. packed distillation targets)
 
     def __len__(self) -> int:
         return len(self.cache)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, Any]:
         if self.views == 2:  # the same coin as the image path (one torch.rand), so flips follow the seed
             view = int(bool(torch.rand(()) < 0.5))
         else:  # one of the cached views (the plain one included), uniformly
             view = int(torch.randint(self.views, ())) if self.views > 2 else 0
-        return self.cache.features[view, i], int(self.cache.labels[i])
+        target = self.targets[i] if self.targets is not None else int(self.cache.labels[i])
+        return self.cache.features[view, i], target
+
+
+def _cached_targets(cache: FeatureCache, soft_targets: torch.Tensor, n_samples: int | None) -> torch.Tensor:
+    """``soft_targets`` (one row per training sample) as packed targets, one row per cached image.
+    ``n_samples``: the number of training samples, when known (None: ``train`` was a cache)."""
+    rows = soft_targets.shape[0] if soft_targets.dim() == 2 else -1
+    fits = rows == n_samples if n_samples is not None else rows > int(cache.indices.max())
+    if not fits:
+        expected = n_samples if n_samples is not None else f">{int(cache.indices.max())}"
+        raise ConfigError(
+            f"soft_targets must have one row of class probabilities per training sample, shape "
+            f"({expected}, C); got {tuple(soft_targets.shape)}"
+        )
+    return pack_targets(soft_targets[cache.indices], cache.labels)
 
 
 @contextlib.contextmanager
@@ -258,6 +281,7 @@ def fit_with_feature_cache(
     views: int | None = None,
     resume: str | os.PathLike[str] | None = None,
     engine: EngineLike = "auto",
+    soft_targets: torch.Tensor | None = None,
 ) -> History:
     """``trainer.fit(model, train, val)``, with the frozen prefix computed once instead of every epoch.
 
@@ -274,12 +298,25 @@ def fit_with_feature_cache(
     ``engine`` computes the features (see :mod:`ensemblenet.engine`; default ``"auto"``: ONNX
     Runtime on a CPU when installed). With ``"onnxruntime-int8"`` the int8 prefix is calibrated
     on ``train`` (when it is a Samples) and used for ``val`` too.
+
+    ``soft_targets`` (``(len(train), C)`` probabilities, rows in ``train``'s sample order, e.g. a
+    teacher ensemble's :meth:`~ensemblenet.Ensemble.predict_proba`) replace the labels as training
+    targets: each batch then carries :func:`pack_targets` rows (probabilities and label), which the
+    trainer's ``criterion`` must read (e.g. :class:`DistillationLoss`; :func:`ensemblenet.distill`
+    sets this up). Every view of an image gets its image's probabilities. Validation still scores
+    cross-entropy against the labels.
     """
     kinds = (Samples, FeatureCache)
     if not isinstance(train, kinds) or not (val is None or isinstance(val, kinds)):
         raise ConfigError(
             "fit_with_feature_cache needs train (and val) as ensemblenet.Samples or FeatureCache, "
             f"not {type(train).__name__} / {type(val).__name__}"
+        )
+    if soft_targets is not None and trainer.criterion is None:
+        raise ConfigError(
+            "soft_targets need a trainer whose criterion reads packed (probabilities, label) targets, "
+            "e.g. Trainer(..., criterion=DistillationLoss(temperature=2.0)); the default cross-entropy "
+            "reads labels only"
         )
     stages = frozen_stages(trainer.policy, model)
     cfg = trainer.config
@@ -306,8 +343,12 @@ def fit_with_feature_cache(
         "cached features %s of %d training images", tuple(train_cache.features.shape[2:]), len(train_cache)
     )
     generator = torch.Generator().manual_seed(cfg.seed)  # re-seeded per epoch by the trainer
+    n_train = len(train) if isinstance(train, Samples) else None
+    targets = None if soft_targets is None else _cached_targets(train_cache, soft_targets, n_train)
     train_loader = DataLoader(
-        _FeatureDataset(train_cache, augmentation is not None, train if isinstance(train, Samples) else None),
+        _FeatureDataset(
+            train_cache, augmentation is not None, train if isinstance(train, Samples) else None, targets
+        ),
         batch_size=cfg.batch_size,
         shuffle=True,
         generator=generator,

@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,10 @@ class Trainer:
             the first epoch and after every epoch, atomically, so a run killed at any moment (SIGKILL,
             Ctrl-C, power loss) continues with ``fit(..., resume=state_path)`` from its last completed
             epoch and, thanks to per-epoch seeding, reaches the same weights as an uninterrupted run.
+        criterion: the training loss, ``criterion(logits, targets)``; default cross-entropy with
+            ``config.label_smoothing``. Validation always scores cross-entropy against the labels,
+            so a criterion with other targets (e.g. :class:`DistillationLoss`) is still judged by
+            the validation log-loss.
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class Trainer:
         freeze: str | FreezePolicy = "bn_only",
         callbacks: Sequence[Callback] = (),
         state_path: str | os.PathLike[str] | None = None,
+        criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         **overrides: Any,
     ) -> None:
         config = config or TrainConfig()
@@ -79,6 +84,7 @@ class Trainer:
         self.policy = resolve_freeze(freeze)
         self.callbacks = list(callbacks)
         self.state_path = Path(state_path) if state_path is not None else None
+        self.criterion = criterion
         self.device = resolve_device(self.config.device)
         self.dist = DistContext.from_env(self.device)  # one rank unless started by torchrun
         self.device = self.dist.device_for(self.device)
@@ -220,7 +226,7 @@ class Trainer:
         )
         if resume is not None:
             start_epoch = self._load_state(model, resume)
-        loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        loss_fn = self.criterion or nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.should_stop = False
         for cb in self.callbacks:
             cb.on_fit_start(self, model)
