@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .._version import __version__
 from ..api import COMBINE_CHOICES, DEFAULT_RECIPE, list_recipes
 from ._console import EXIT_USAGE, _floats, _positive_int, _weights_arg
-from ._distill import add_distill_command
+from ._distill import _cmd_distill
 from ._ensemble_commands import _cmd_ensemble, _cmd_export, _cmd_report
 from ._guards import add_overwrite_option
 from ._inference import _cmd_evaluate, _cmd_predict
@@ -360,5 +360,77 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_overwrite_option(export)
     export.set_defaults(func=_cmd_export)
-    add_distill_command(sub, common, _models_options)
+    _distill_parser(sub, common, fmt)
     return parser
+
+
+def _distill_parser(sub: Any, common: argparse.ArgumentParser, fmt: Any) -> None:
+    parser = sub.add_parser(
+        "distill",
+        parents=[common],
+        formatter_class=fmt,
+        help="train one student model on an ensemble's soft probabilities (one model's inference cost)",
+        description=(
+            "Label every training image with the ensemble's probabilities, cache the student backbone's\n"
+            "frozen features (and those of mirrored images), and train the student's head on the\n"
+            "ensemble's softened probabilities (KL divergence at --temperature, plus --hard-weight of\n"
+            "cross-entropy on the true labels). The best epoch by validation log-loss is saved as an\n"
+            "ordinary model file; the ensemble, its members and the student are then scored on the same\n"
+            "validation (or --test) images, with their agreement and prediction times.\n"
+            "Use the split the members were trained with (--run RUN_DIR reads their split.json; or the\n"
+            "same DATA, --split and --seed), so that the student never learns from held-out images."
+        ),
+        epilog=(
+            "examples:\n  ensemblenet distill -m runs/ens/ensemble.pt --run runs/ens --out runs/student.pt\n"
+            "  ensemblenet distill -m runs/ens.ens data/train --student timm:tf_efficientnet_lite0 "
+            "--out runs/student.pt"
+        ),
+    )
+    _models_options(parser)
+    parser.add_argument(
+        "data", nargs="?", help="training image folder (split into train/val unless --val is given)"
+    )
+    parser.add_argument(
+        "--run",
+        metavar="RUN_DIR",
+        help="use the split the members were trained on (the split.json in RUN_DIR) instead of DATA",
+    )
+    parser.add_argument("--val", help="a separate validation folder with the same class sub-folders")
+    parser.add_argument("--test", help="a separate test folder to score on (default: score on validation)")
+    parser.add_argument(
+        "--split",
+        type=_floats,
+        default=[0.8, 0.2],
+        metavar="F1,F2",
+        help="train,val fractions (default 0.8,0.2)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
+    parser.add_argument(
+        "--student", default="timm:tf_efficientnet_lite0", help="the student backbone (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--student-weights",
+        type=_weights_arg,
+        default="DEFAULT",
+        help="the student's starting weights: DEFAULT, a weights name, a local file, or none",
+    )
+    parser.add_argument("--head", default="mlp", help="the student's head: linear or mlp (default: mlp)")
+    parser.add_argument("--temperature", type=float, default=2.0, help="softening temperature (default 2)")
+    parser.add_argument(
+        "--hard-weight",
+        type=float,
+        default=0.0,
+        help="share of cross-entropy on true labels, 0..1 (default 0)",
+    )
+    parser.add_argument("--epochs", type=_positive_int, default=10, help="default: 10")
+    parser.add_argument("--lr", type=float, default=1e-3, help="default: 1e-3")
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="default: 0")
+    parser.add_argument(
+        "--patience", type=_positive_int, default=3, help="early-stopping patience (default 3)"
+    )
+    parser.add_argument("--no-flips", action="store_true", help="do not train on mirrored images too")
+    _run_options(parser, 64)
+    parser.add_argument("--out", "-o", help="the student model file (default: runs/<student>.student.pt)")
+    parser.add_argument("--report", help="also write the scores as JSON here")
+    add_overwrite_option(parser)
+    parser.set_defaults(func=_cmd_distill)
