@@ -47,7 +47,7 @@ def _cmd_distill(args: argparse.Namespace, con: Console) -> int:
         weight_decay=args.weight_decay,
         flips=not args.no_flips,
         patience=args.patience,
-        split=args.split,
+        split=args.split or (),
         seed=args.seed,
         out=out,
         progress=not con.quiet,

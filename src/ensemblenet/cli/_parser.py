@@ -400,9 +400,9 @@ def _distill_parser(sub: Any, common: argparse.ArgumentParser, fmt: Any) -> None
     parser.add_argument(
         "--split",
         type=_floats,
-        default=[0.8, 0.2],
-        metavar="F1,F2",
-        help="train,val fractions (default 0.8,0.2)",
+        default=None,
+        metavar="F1,F2[,F3]",
+        help="fractions to cut DATA into train,val[,test], as 'train' does (default 0.64,0.18,0.18)",
     )
     parser.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
     parser.add_argument(
