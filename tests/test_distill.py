@@ -242,3 +242,13 @@ def test_cli_distill_writes_a_student_and_a_report_and_refuses_to_overwrite(
         err = io.StringIO()
         assert main(argv, stdout=io.StringIO(), stderr=err) == 1
         assert "--overwrite" in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
+
+
+def test_an_unknown_monitor_is_refused_by_name(folder: Path, tmp_path: Path) -> None:
+    with registered_tiny_source("tinyd"):
+        teacher = _teacher(("cats", "dogs"))
+        with pytest.raises(ConfigError, match=r"monitor must be 'val_loss' or 'train_loss', got 'val_acc'"):
+            distill(
+                teacher, folder, student="tinyd:8", weights=None, monitor="val_acc", out=tmp_path / "s.pt"
+            )
+    assert not (tmp_path / "s.split.json").exists()  # refused before anything was written

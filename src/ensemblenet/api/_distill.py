@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ..data import Samples
-from ..ensemble import Ensemble, combine_probas, load_ensemble
+from ..ensemble import Ensemble, combine_probas, load_ensemble, readable_rows
 from ..errors import ClassMismatchError, ConfigError
 from ..models import FreezePolicy, Head, TransferModel, create_model, save_model
 from ..scoring import ModelScore, accuracy, mcnemar_exact, score_model
@@ -189,6 +189,8 @@ def distill(
         validation split when there is no test split), the scores of the ensemble, its members and
         the student, their agreement, and the prediction time of each.
     """
+    if monitor not in ("val_loss", "train_loss"):  # before any image is read
+        raise ConfigError(f"monitor must be 'val_loss' or 'train_loss', got {monitor!r}")
     if not isinstance(teacher, Ensemble):
         teacher = load_ensemble(teacher, trust_code=trust_code)
     cfg = dataclasses.replace(
@@ -215,8 +217,6 @@ def distill(
     files = run_files(path)
     if is_main_process():
         parts.save(files["split"])  # beside the student, like every model: its held-out images
-    if monitor not in ("val_loss", "train_loss"):
-        raise ConfigError(f"monitor must be 'val_loss' or 'train_loss', got {monitor!r}")
     saver = ModelCheckpoint(path, monitor=monitor)
     stopper = [EarlyStopping(monitor=monitor, patience=patience)] if patience is not None else []
     printer = [ProgressPrinter(label=f"student {student}")] if cfg.progress else []
@@ -255,12 +255,15 @@ def _score(
     ensemble_probs = combine_probas(teacher.strategy, member_probs)
     ensemble_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    student_probs = student.member_probas(samples, progress=progress, device=device)[0]
+    student_probs = student.member_probas(samples, progress=progress, device=device)
     student_seconds = time.perf_counter() - started
-    labels = torch.as_tensor(samples.labels)
-    valid = torch.isfinite(ensemble_probs).all(dim=1) & torch.isfinite(student_probs).all(dim=1)
-    labels, ensemble_probs, student_probs = labels[valid], ensemble_probs[valid], student_probs[valid]
-    member_probs = member_probs[:, valid]
+    valid = readable_rows(member_probs) & readable_rows(student_probs)  # images all of them read
+    labels = torch.as_tensor(samples.labels)[valid]
+    ensemble_probs, member_probs, student_probs = (
+        ensemble_probs[valid],
+        member_probs[:, valid],
+        student_probs[0, valid],
+    )
     scores = [
         score_model(f"ensemble ({strategy_name(teacher.strategy)})", ensemble_probs, labels, kind="ensemble")
     ]
