@@ -10,7 +10,8 @@ The reference notebook as ensemblenet calls. With no arguments this is a SMALL D
     python examples/cats_vs_dogs.py --synthetic       # coloured noise: exercises the code, nothing more
 
 Recipes (``ensemblenet.list_recipes()``; the docs' recipes page says what each does and measured):
-``fast`` (the default), ``reference`` (the notebook's), ``full``; ``seed`` and ``best``, this
+``fast`` (the default), ``strong`` (the benchmark's: four members, heads that do not memorize,
+flip TTA chosen on validation), ``reference`` (the notebook's), ``full``; ``seed`` and ``best``, this
 script's 0.1 names for ``reference`` and ``fast``, still work. Members are offline ImageNet
 backbones, each ``NAME`` or ``NAME=WEIGHTS`` (a weights name or a local file), e.g. the notebook's
 pair: ``--members torchvision:resnet18=r18.pth,torchvision:resnet34=r34.pth``.
@@ -42,6 +43,7 @@ from ensemblenet.datasets import dataset_folder, synthetic_folder
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "dogs-vs-cats-200px"
 DEFAULT_MEMBERS = "torchvision:mobilenet_v2,timm:tf_efficientnet_lite0"
+STRONG_MEMBERS = f"{DEFAULT_MEMBERS},timm:tf_efficientnet_lite1,timm:tf_efficientnet_lite2"
 DEMO_LIMIT = 600
 ALIASES = {"seed": "reference", "best": "fast"}  # the 0.1 recipe names, kept for one release
 
@@ -56,7 +58,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--limit", type=int, help=f"stratified subset (0 = all; default {DEMO_LIMIT} for the demo)"
     )
-    parser.add_argument("--members", default=DEFAULT_MEMBERS, help="comma-separated NAME[=WEIGHTS]")
+    parser.add_argument(
+        "--members",
+        help=f"comma-separated NAME[=WEIGHTS] (default {DEFAULT_MEMBERS}; --recipe strong adds Lite1, Lite2)",
+    )
     parser.add_argument("--recipe", choices=[*list_recipes(), *ALIASES], default="fast")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
     parser.add_argument("--batch-size", type=int, help="override the recipe's batch size")
@@ -73,6 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.out = args.out or REPO / "runs" / f"cats_vs_dogs-{args.recipe}"
+    args.members = args.members or (STRONG_MEMBERS if args.recipe == "strong" else DEFAULT_MEMBERS)
     return args
 
 
@@ -130,7 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"data": note, **run.meta()}
     if args.distill:  # one model trained on the ensemble's probabilities, scored on the same test split
         student = distill(
-            ensemble, run.splits, student=args.distill, out=args.out / "student.pt", progress=progress
+            ensemble,
+            run.splits,
+            student=args.distill,
+            head=recipe.head,  # the members' head and weight decay (the strong recipe's do not memorize)
+            weight_decay=recipe.weight_decay,
+            out=args.out / "student.pt",
+            progress=progress,
         )
         print(student.table())
         meta["distillation"] = student.to_dict()

@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 
-from ..data import Samples
 from ..ensemble import Ensemble, combine_probas, load_ensemble, readable_rows
 from ..errors import ClassMismatchError, ConfigError
 from ..models import FreezePolicy, Head, TransferModel, create_model, save_model
@@ -47,7 +46,11 @@ from ..training import (
 from ._finetune import file_stem, run_files
 from ._splits import resolve_splits
 
-__all__ = ["DistillResult", "distill"]
+__all__ = ["TIMED_IMAGES", "DistillResult", "distill"]
+
+#: Images of the scored split on which :func:`distill` times the ensemble and the student: enough for
+#: a steady rate, few enough that timing does not repeat a whole test pass per model.
+TIMED_IMAGES = 500
 
 log = logging.getLogger("ensemblenet")
 
@@ -65,9 +68,11 @@ class DistillResult:
         scores: on that split: the ensemble, each member, then the student.
         agreement: share of its images where the student picks the ensemble's class.
         mcnemar_p: exact McNemar p-value, student vs ensemble, on the same images.
-        seconds: wall-clock seconds to predict that split: ``{"ensemble": ..., "student": ...}``
-            (decoding included, measured one after the other in this process, after an untimed
-            warm-up on 8 images so that one-off graph exports are not counted).
+        seconds: wall-clock seconds to predict the same :data:`TIMED_IMAGES` images of that split
+            (all of it when smaller), ``{"ensemble": ..., "student": ...}``: decoding included,
+            the ensemble with its test-time augmentation, measured one after the other in this
+            process after an untimed warm-up on 8 images (one-off graph exports are not counted).
+        timed: how many images :attr:`seconds` timed.
         n: images scored.
         splits: the Samples used, by name.
     """
@@ -81,6 +86,7 @@ class DistillResult:
     agreement: float | None = None
     mcnemar_p: float | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    timed: int = 0
     n: int = 0
     splits: dict[str, Any] = field(default_factory=dict)
 
@@ -105,7 +111,7 @@ class DistillResult:
             notes.append(f"McNemar p (student vs ensemble) = {self.mcnemar_p:.3g}")
         if self.speedup is not None:
             notes.append(
-                f"prediction time {self.seconds['ensemble']:.1f} s (ensemble) vs "
+                f"prediction time of {self.timed} images {self.seconds['ensemble']:.1f} s (ensemble) vs "
                 f"{self.seconds['student']:.1f} s (student): {self.speedup:.2f}x"
             )
         return "\n".join(lines) + "\n\n" + "; ".join(notes)
@@ -121,6 +127,7 @@ class DistillResult:
             "agreement": self.agreement,
             "mcnemar_p": self.mcnemar_p,
             "seconds": dict(self.seconds),
+            "timed_images": self.timed,
             "speedup": self.speedup,
             "history": [r.to_dict() for r in self.history.records],
         }
@@ -208,7 +215,14 @@ def distill(
             f"{list(teacher.classes)}; distil on data with the classes the ensemble was trained on"
         )
     log.info("teacher probabilities for %d training images", len(parts["train"]))
-    soft = teacher.predict_proba(parts["train"], progress=progress, device=resolve_device(cfg.device)).float()
+    # Without the teacher's test-time augmentation: the student sees mirrored images as its own
+    # augmentation (flips), and TTA would double the teacher's pass over the largest split.
+    tta, teacher.tta = teacher.tta, None
+    try:
+        soft = teacher.predict_proba(parts["train"], progress=progress, device=resolve_device(cfg.device))
+    finally:
+        teacher.tta = tta
+    soft = soft.float()
     if not torch.isfinite(soft).any():
         raise ConfigError("the teacher could not read any training image, so there is nothing to learn from")
     torch.manual_seed(cfg.seed)  # the new head's initial weights
@@ -244,19 +258,23 @@ def _score(
 ) -> None:
     """Fill ``result``'s scores on ``samples``: ensemble, members, student, agreement, time."""
     student = Ensemble([result.model])
-    if isinstance(samples, Samples) and len(samples) > 8:
+    timed = samples.limit(TIMED_IMAGES, seed=0) if len(samples) > TIMED_IMAGES else samples
+    if len(samples) > 8:
         # Untimed warm-up: a first call may export and load engine graphs (seconds, once per model),
         # which would be charged to whichever side runs first otherwise.
-        warm = samples.limit(8, seed=0)
+        warm = samples.limit(8, seed=1)
         teacher.member_probas(warm, progress=False, device=device)
         student.member_probas(warm, progress=False, device=device)
     started = time.perf_counter()
-    member_probs = teacher.member_probas(samples, progress=progress, device=device)
-    ensemble_probs = combine_probas(teacher.strategy, member_probs)
+    combine_probas(teacher.strategy, teacher.member_probas(timed, progress=False, device=device, reuse=False))
     ensemble_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    student_probs = student.member_probas(samples, progress=progress, device=device)
+    student.member_probas(timed, progress=False, device=device)
     student_seconds = time.perf_counter() - started
+    # The scores on the whole split (a teacher that keeps its predictions has them from its report).
+    member_probs = teacher.member_probas(samples, progress=progress, device=device)
+    ensemble_probs = combine_probas(teacher.strategy, member_probs)
+    student_probs = student.member_probas(samples, progress=progress, device=device)
     valid = readable_rows(member_probs) & readable_rows(student_probs)  # images all of them read
     labels = torch.as_tensor(samples.labels)[valid]
     ensemble_probs, member_probs, student_probs = (
@@ -280,4 +298,5 @@ def _score(
     result.agreement = accuracy(student_probs, ensemble_probs.argmax(1))
     result.mcnemar_p = mcnemar_exact(student_right, ensemble_right).p_value
     result.seconds = {"ensemble": ensemble_seconds, "student": student_seconds}
+    result.timed = len(timed)
     log.info("distillation on %s:\n%s", name, result.table())

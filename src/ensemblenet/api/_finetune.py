@@ -17,6 +17,7 @@ from typing import IO, Any
 import torch
 from torch import nn
 
+from ..ensemble import Ensemble
 from ..errors import ConfigError
 from ..models import FreezePolicy, Head, TransferModel, create_model, resolve_freeze, save_model
 from ..scoring import Evaluation
@@ -122,6 +123,7 @@ def finetune(
     augment: bool | str | None = None,
     feature_cache: bool | None = None,
     feature_views: int | None = None,
+    min_steps: int | None = None,
     split: Sequence[float] = (),
     limit: int | None = None,
     seed: int | None = None,
@@ -162,7 +164,7 @@ def finetune(
         weights: starting weights: ``"DEFAULT"``, another weights name, a local file, or None (random).
         head: like every recipe field given here (``freeze``, ``epochs``, ``lr``, ``batch_size``,
             ``optimizer``, ``schedule``, ``warmup``, ``weight_decay``, ``label_smoothing``,
-            ``grad_clip``, ``augment``, ``feature_cache``, ``feature_views``): overrides the
+            ``grad_clip``, ``augment``, ``feature_cache``, ``feature_views``, ``min_steps``): overrides the
             recipe's field of the same name; None keeps it.
         split, seed: how a folder is cut, and the seed of the split, head, shuffling, augmentation.
         limit: train on a stratified subsample of this many training images (validation and test
@@ -194,8 +196,9 @@ def finetune(
         "grad_clip": grad_clip, "augment": _augment_name(augment),
     }  # fmt: skip
     chosen = get_recipe(recipe).replace(
-        head=head, freeze=freeze, feature_cache=feature_cache, feature_views=feature_views, **training
-    )
+        head=head, freeze=freeze, feature_cache=feature_cache, feature_views=feature_views,
+        min_steps=min_steps, **training,
+    )  # fmt: skip
     run: dict[str, Any] = {"seed": seed, "progress": progress, "device": device, "precision": precision}
     run |= {"num_workers": num_workers, "cache_dir": cache_dir, "label": name}
     run = {k: v for k, v in run.items() if v is not None}
@@ -204,6 +207,10 @@ def finetune(
     else:  # the caller's full config instead of the recipe's training fields; arguments still win
         cfg = dataclasses.replace(config, **{k: v for k, v in training.items() if v is not None}, **run)
     splits = resolve_splits(data, split=split, seed=cfg.seed, limit=limit)
+    floor = chosen.replace(epochs=cfg.epochs, batch_size=cfg.batch_size).epochs_for(len(splits["train"]))
+    if floor > cfg.epochs:  # a small training split: as many optimizer steps as min_steps asks
+        log.info("%d epochs instead of %d: at least %d optimizer steps", floor, cfg.epochs, chosen.min_steps)
+        cfg = dataclasses.replace(cfg, epochs=floor)
     torch.manual_seed(cfg.seed)  # the new head's initial weights
     model = create_model(
         backbone,
@@ -246,7 +253,7 @@ def finetune(
     # e.g. every validation loss was NaN: still save what we have (one writer under torchrun)
     if saver.best_epoch is None and is_main_process():
         save_model(model, path, metrics=history.records[-1].to_dict() if history.records else {})
-    test = trainer.evaluate(model, splits["test"]) if "test" in splits else None
+    test = _evaluate(trainer, model, splits["test"]) if "test" in splits else None
     if test is not None:
         line = f"test: loss {test.loss:.4f}  accuracy {test.accuracy:.4f}  (n={test.n})"
         log.info("%s", line)
@@ -268,6 +275,16 @@ def finetune(
         files=files,
         skipped_files=splits.skipped,
     )
+
+
+def _evaluate(trainer: Trainer, model: TransferModel, samples: Any) -> Evaluation:
+    """Loss and accuracy on ``samples`` through the inference engine (ONNX Runtime on a CPU: several
+    times faster than the eager model); under ``torchrun`` the trainer's sharded evaluation."""
+    if trainer.dist.enabled:
+        return trainer.evaluate(model, samples)
+    score = Ensemble([model]).evaluate(samples, progress=trainer.config.progress, device=trainer.device)
+    member = score.members[0]
+    return Evaluation(loss=member.log_loss, accuracy=member.accuracy, n=score.n, n_skipped=score.n_skipped)
 
 
 def _augment_name(augment: bool | str | None) -> str | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..ensemble import Ensemble
+from ..ensemble import Ensemble, FlipChoice
 from ..errors import ConfigError
 from ..scoring import EnsembleReport
 from ..strategies import StrategyChoice
@@ -98,6 +98,8 @@ class TrainedEnsemble(list[MemberResult]):
         recipe: the recipe, with the overrides given to ``train_ensemble``.
         out_dir: where the models went.
         choice: how :meth:`ensemble` combined the members (None before it is called).
+        flip_choice: whether :meth:`ensemble` kept flip test-time augmentation, decided on the
+            validation split (None unless the recipe's ``tta`` is ``"auto"``).
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class TrainedEnsemble(list[MemberResult]):
         self.recipe = recipe
         self.out_dir = out_dir
         self.choice: StrategyChoice | None = None
+        self.flip_choice: FlipChoice | None = None
 
     @property
     def paths(self) -> list[Path]:
@@ -124,17 +127,32 @@ class TrainedEnsemble(list[MemberResult]):
         """Training histories by :attr:`names` (for learning curves)."""
         return dict(zip(self.names, (m.history for m in self), strict=True))
 
-    def ensemble(self, combine: str | None = None, *, seed: int = 0, **kwargs: Any) -> Ensemble:
+    def ensemble(
+        self, combine: str | None = None, *, seed: int = 0, tta: str | None = None, **kwargs: Any
+    ) -> Ensemble:
         """The members as an :class:`~ensemblenet.Ensemble`, combined as the recipe says (or as
         ``combine`` says: ``"mean"``, ``"weighted"``, ``"calibrated"`` or ``"auto"``), fitted on the
         validation split (:meth:`Ensemble.fit_combination <ensemblenet.Ensemble.fit_combination>`).
+        Flip test-time augmentation follows the recipe's ``tta`` (or ``tta``: ``"none"``, ``"flip"``,
+        ``"auto"``: decided on the validation split, see :attr:`Ensemble.flip_choice
+        <ensemblenet.Ensemble.flip_choice>`). The ensemble keeps its members' predictions
+        (:meth:`~ensemblenet.Ensemble.reuse_predictions`), so the report and a distillation on the
+        same test split run each member over it once.
         Keyword arguments (``progress``, ``device``, ``batch_size``) go to the members' forward passes.
         """
-        ensemble = Ensemble.from_checkpoints(self.paths)
+        ensemble = Ensemble.from_checkpoints(self.paths).reuse_predictions()
+        tta = tta or self.recipe.tta
         self.choice = ensemble.fit_combination(
-            self.splits["val"], combine or self.recipe.combine, seed=seed, **kwargs
+            self.splits["val"],
+            combine or self.recipe.combine,
+            seed=seed,
+            tta={"none": None, "flip": "flip"}.get(tta, tta),
+            **kwargs,
         )
+        self.flip_choice = ensemble.flip_choice
         log.info("%s", self.choice)
+        if self.flip_choice is not None:
+            log.info("%s", self.flip_choice)
         return ensemble
 
     def report(self, ensemble: Ensemble | None = None, data: Any = None, **kwargs: Any) -> EnsembleReport:
@@ -170,5 +188,6 @@ class TrainedEnsemble(list[MemberResult]):
             "members": [m.to_dict() for m in self],
             "choice": None if self.choice is None else self.choice.to_dict(),
             "fitted": {} if self.choice is None else {k: repr(v) for k, v in self.choice.fitted.items()},
+            "flip_tta": None if self.flip_choice is None else self.flip_choice.to_dict(),
             "seed": self.splits.seed,
         }

@@ -17,14 +17,16 @@ CPU when installed).
 A newcomer adds an export target beside :func:`export_onnx`.
 """
 
+from ._combination import FlipChoice, fit_combination_and_flip
 from ._cpu import optimize_for_cpu
 from ._ensemble import Ensemble, load_ensemble
 from ._files import ENSEMBLE_FORMAT, ENSEMBLE_FORMAT_VERSION, SavedEnsemble, read_ensemble, save_ensemble
 from ._inputs import Data, MemberInputs, labelled_probas, readable_rows, run_members, to_inputs
 from ._members import EnsembleParts, check_fitted, check_members, combine_probas
+from ._memo import ProbaMemo
 from ._onnx import EnsembleGraph, OnnxPredictor, export_onnx, onnx_metadata, run_onnx
 from ._predictions import Prediction, Predictions
-from ._tta import TTA, member_probs, resolve_tta
+from ._tta import TTA, MirrorOnly, member_probs, resolve_tta
 
 __all__ = [
     "ENSEMBLE_FORMAT",
@@ -34,15 +36,19 @@ __all__ = [
     "Ensemble",
     "EnsembleGraph",
     "EnsembleParts",
+    "FlipChoice",
     "MemberInputs",
+    "MirrorOnly",
     "OnnxPredictor",
     "Prediction",
     "Predictions",
+    "ProbaMemo",
     "SavedEnsemble",
     "check_fitted",
     "check_members",
     "combine_probas",
     "export_onnx",
+    "fit_combination_and_flip",
     "labelled_probas",
     "load_ensemble",
     "member_probs",

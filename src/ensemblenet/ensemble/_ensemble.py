@@ -38,9 +38,11 @@ from ..strategies import (
     resolve_strategy,
     strategy_name,
 )
+from ._combination import FlipChoice, fit_combination_and_flip
 from ._files import read_ensemble, save_ensemble
 from ._inputs import Data, labelled_probas, run_members, to_inputs
 from ._members import check_fitted, check_members, combine_probas
+from ._memo import ProbaMemo
 from ._onnx import export_onnx
 from ._predictions import Predictions
 from ._tta import TTA, resolve_tta
@@ -86,6 +88,18 @@ class Ensemble:
         self.members: tuple[TransferModel, ...] = tuple(members)
         self.classes: tuple[str, ...] = check_members(self.members)
         self.strategy: Strategy = resolve_strategy(strategy, weights=weights, members=len(self.members))
+        #: flip TTA decided on validation by ``fit_combination(..., tta="auto")`` (None: not decided)
+        self.flip_choice: FlipChoice | None = None
+        self._memo: ProbaMemo | None = None
+
+    def reuse_predictions(self, on: bool = True) -> Ensemble:
+        """Keep every member's probabilities per list of image files and answer a repeated call
+        (the same files, views, engine and weights) from memory: combining on validation, then
+        reporting and distilling on test, run each member once per split. Off by default; files
+        must not change on disk meanwhile (see :class:`~ensemblenet.ensemble.ProbaMemo`).
+        Returns the ensemble."""
+        self._memo = ProbaMemo() if on else None
+        return self
 
     @classmethod
     def from_checkpoints(
@@ -126,6 +140,7 @@ class Ensemble:
         device: str | torch.device | None = None,
         progress: bool = True,
         engine: EngineLike | None = None,
+        reuse: bool = True,
     ) -> torch.Tensor:
         """Every member's class probabilities, float32 ``(M, N, C)``, rows in input order.
 
@@ -139,6 +154,8 @@ class Ensemble:
                 for the call and back afterwards, and their train/eval modes are restored.
             progress: show a tqdm progress bar.
             engine: overrides :attr:`engine` for this call.
+            reuse: answer from the kept predictions when :meth:`reuse_predictions` is on (False:
+                run the members, e.g. to time them).
 
         Rows of images that cannot be decoded are NaN (a WARNING says how many), so the output
         stays aligned with the input.
@@ -151,12 +168,14 @@ class Ensemble:
             device,
             progress,
             engine=self.engine if engine is None else engine,
+            memo=self._memo if reuse else None,
         )
 
     def _engine_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         # Calls that score labelled data run the members like member_probas: this ensemble's engine
-        # unless the call names one.
-        return {"engine": self.engine, **kwargs} if kwargs.get("engine") is None else kwargs
+        # unless the call names one, and its memo of earlier results when it keeps one.
+        given = {"memo": self._memo, **kwargs}
+        return {"engine": self.engine, **given} if kwargs.get("engine") is None else given
 
     def predict_proba(self, data: Data, **kwargs: Any) -> torch.Tensor:
         """Ensemble probabilities, float64 ``(N, C)``; NaN rows for unreadable images.
@@ -281,6 +300,7 @@ class Ensemble:
         metric: str = "log_loss",
         folds: int = 5,
         seed: int = 0,
+        tta: Any = "keep",
         **kwargs: Any,
     ) -> StrategyChoice:
         """Set the combination on labelled validation ``data``: one of ``candidates`` by name, or
@@ -291,7 +311,21 @@ class Ensemble:
         ``ensemble.report(test, strategies=choice.fitted)``). The default candidates are what a
         recipe's ``combine`` names: ``"mean"``, ``"weighted"`` and ``"calibrated"``
         (temperatures around fitted weights), see :data:`~ensemblenet.strategies.COMBINATIONS`.
+
+        ``tta``: ``"keep"`` uses :attr:`tta` as it is; ``"auto"`` also decides flip TTA on ``data``
+        (kept when it lowers the chosen combination's cross-fitted score; the decision is in
+        :attr:`flip_choice`); anything :class:`Ensemble` takes as ``tta`` sets it first.
         """
+        kwargs = self._engine_kwargs(kwargs)
+        if isinstance(tta, str) and tta == "auto":
+            choice, self.flip_choice = fit_combination_and_flip(
+                self.members, data, combine, candidates, metric, folds, seed, **kwargs
+            )
+            self.tta = TTA() if self.flip_choice.flip else None
+            self.strategy = choice.strategy
+            return choice
+        if not (isinstance(tta, str) and tta == "keep"):
+            self.tta = resolve_tta(tta)
         probs, labels, valid, _ = labelled_probas(self.members, self.tta, data, "fit_combination", **kwargs)
         probs, labels = probs[:, valid].double(), labels[valid]
         if combine == "auto":

@@ -28,6 +28,7 @@ from ..engine import EngineLike, model_runner, resolve_engine
 from ..errors import ClassMismatchError, ConfigError, DataError
 from ..models import TransferModel
 from ..training import resolve_device
+from ._memo import ProbaMemo
 from ._tta import TTA, member_probs
 
 __all__ = ["Data", "MemberInputs", "labelled_probas", "readable_rows", "run_members", "to_inputs"]
@@ -181,21 +182,27 @@ def run_members(
     device: str | torch.device | None = None,
     progress: bool = True,
     engine: EngineLike = "auto",
+    memo: ProbaMemo | None = None,
 ) -> torch.Tensor:
     """Every member's probabilities, float32 ``(M, N, C)``; NaN rows for unreadable images.
 
     Members predict the same classes (the ensemble checks). They run in eval mode on ``device``
     and are put back afterwards, through ``engine`` (see :mod:`ensemblenet.engine`; ``"auto"``:
-    ONNX Runtime on a CPU when installed, else PyTorch).
+    ONNX Runtime on a CPU when installed, else PyTorch). With a ``memo``, a call that every
+    member has already answered for these files is answered from it (see :class:`ProbaMemo`).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
     dev = resolve_device(device if device is not None else "auto")  # a missing GPU fails here, clearly
+    chosen = resolve_engine(engine, device=dev)
+    keys = [ProbaMemo.key(m, inputs.sources, tta, chosen.name) for m in members] if memo is not None else []
+    stored = [memo.get(k) for k in keys] if memo is not None else []
+    if stored and all(p is not None for p in stored):
+        return torch.stack(stored)  # type: ignore[arg-type]
     n = len(inputs)
     out = torch.full((len(members), n, len(members[0].classes)), math.nan, dtype=torch.float32)
     views = [View.of(m.spec) for m in members]
     skipped: list[int] = []
-    chosen = resolve_engine(engine, device=dev)
     with _evaluating(members, dev):
         # Built (or found in the engine cache) outside inference_mode, which the exporter cannot trace.
         runners = [model_runner(m, chosen).prepare() for m in members]
@@ -212,6 +219,8 @@ def run_members(
             n,
             describe_skipped(inputs.samples, skipped),
         )
+    for key, probs in zip(keys, out, strict=False):
+        memo.put(key, probs)  # type: ignore[union-attr]
     return out
 
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 
-__all__ = ["TTA", "member_probs", "resolve_tta"]
+__all__ = ["TTA", "MirrorOnly", "member_probs", "resolve_tta"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,19 @@ class TTA:
         if self.flip:
             base += [torch.flip(v, dims=(-1,)) for v in base]
         return base
+
+
+@dataclass(frozen=True)
+class MirrorOnly(TTA):
+    """Only the mirrored image (one pass): with the plain pass, the two halves of ``TTA()``, so
+    both can be scored on validation at the cost of ``TTA()`` alone. Never stored in a file."""
+
+    @property
+    def passes(self) -> int:
+        return 1
+
+    def views(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return [torch.flip(images, dims=(-1,))]
 
 
 def resolve_tta(tta: TTA | bool | str | None) -> TTA | None:
