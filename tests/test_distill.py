@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 from ensemblenet import (
     DEFAULT_SPLIT,
+    TTA,
     ConfigError,
     Ensemble,
     distill,
@@ -186,7 +187,8 @@ def test_student_recovers_the_teachers_decisions_and_reloads_identically(
         assert result.agreement == pytest.approx(agreement)
         assert result.scored_on == "test" and result.n == len(test)
         assert [s.kind for s in result.scores] == ["ensemble", "member", "member", "student"]
-        assert set(result.seconds) == {"ensemble", "student"}
+        assert set(result.seconds) == {"ensemble", "student"} and min(result.seconds.values()) > 0
+        assert result.timed == len(test)  # fewer than TIMED_IMAGES: all of them, the memo bypassed
         assert "student tinyd:8" in result.table()
         assert (tmp_path / "student.split.json").is_file() and (tmp_path / "student.metrics.csv").is_file()
 
@@ -252,3 +254,36 @@ def test_an_unknown_monitor_is_refused_by_name(folder: Path, tmp_path: Path) -> 
                 teacher, folder, student="tinyd:8", weights=None, monitor="val_acc", out=tmp_path / "s.pt"
             )
     assert not (tmp_path / "s.split.json").exists()  # refused before anything was written
+
+
+def test_timing_uses_a_subset_and_the_teacher_keeps_its_tta(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ensemblenet.api import _distill
+
+    monkeypatch.setattr(_distill, "TIMED_IMAGES", 10)
+    val_folder = write_class_folder(tmp_path / "val", per_class=6, size=(16, 16), seed=1)
+    test_folder = write_class_folder(tmp_path / "test", per_class=12, size=(16, 16), seed=2)
+    with registered_tiny_source("tinyd"):
+        teacher = _teacher(scan_folder(folder).classes)
+        teacher.tta = TTA()
+        teacher.reuse_predictions()
+        result = distill(
+            teacher,
+            (folder, val_folder, test_folder),
+            student="tinyd:8",
+            weights=None,
+            head="linear",
+            epochs=2,
+            out=tmp_path / "student.pt",
+            progress=False,
+        )
+        assert teacher.tta == TTA()  # switched off for the training images only
+        assert (result.timed, result.n) == (10, 24)
+        assert result.to_dict()["timed_images"] == 10
+        # The scores are the ensemble's on every test image, with its TTA (from its memo or not).
+        fresh = Ensemble(list(teacher.members), strategy="mean", tta="flip").evaluate(
+            test_folder, progress=False
+        )
+        assert result.scores[0].accuracy == pytest.approx(fresh.accuracy)
+        assert result.scores[0].log_loss == pytest.approx(fresh.log_loss, rel=1e-5)

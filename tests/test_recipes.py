@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_the_built_in_recipes() -> None:
-    assert list_recipes() == ["fast", "full", "reference"] and DEFAULT_RECIPE == "fast"
+    assert list_recipes() == ["fast", "full", "reference", "strong"] and DEFAULT_RECIPE == "fast"
     assert get_recipe() is get_recipe("fast")
     reference = get_recipe("reference")
     assert (reference.freeze, reference.epochs, reference.lr, reference.batch_size) == (
@@ -77,6 +77,9 @@ def test_overrides_field_by_field() -> None:
         ({"feature_views": -1}, "feature_views=-1"),
         ({"augment": "light", "feature_views": 0}, "would train on unaugmented features only"),
         ({"freeze": "bn_olny"}, "Did you mean 'bn_only'"),
+        ({"min_steps": -1}, r"min_steps=-1: must be an int >= 0"),
+        ({"min_steps": 2.5}, r"min_steps=2.5: must be an int >= 0"),
+        ({"tta": "crops"}, r"Recipe.tta='crops': must be one of \['none', 'flip', 'auto'\]"),
     ],
 )
 def test_bad_fields_are_refused_with_the_valid_options(changes: dict[str, object], message: str) -> None:
@@ -179,3 +182,69 @@ def test_augmenting_the_fast_recipe_caches_augmented_views() -> None:
     strong = get_recipe("fast").replace(augment="strong")
     assert strong.feature_cache and strong.feature_views >= 1
     assert "(4 augmented views)" in str(strong) and "augmented views" not in str(get_recipe("fast"))
+
+
+def test_the_strong_recipe_regularizes_the_head_and_decides_flip_on_validation() -> None:
+    strong = get_recipe("strong")
+    assert strong.to_dict()["head"] == {"name": "linear", "dropout": 0.2}
+    assert (strong.optimizer, strong.weight_decay, strong.min_steps, strong.tta) == (
+        "adamw",
+        0.01,
+        300,
+        "auto",
+    )
+    assert strong.feature_cache and strong.freeze == "head_only"
+    assert "(at least 300 steps)" in str(strong) and "flip TTA auto" in str(strong)
+
+
+@pytest.mark.parametrize(
+    ("n_train", "epochs", "batch_size", "min_steps", "expected"),
+    [
+        (13_120, 10, 64, 300, 10),
+        (244, 10, 64, 300, 75),
+        (24, 2, 8, 12, 4),
+        (24, 2, 8, 13, 5),
+        (24, 3, 8, 0, 3),
+    ],
+)
+def test_min_steps_raises_the_epochs_only_on_small_data(
+    n_train: int, epochs: int, batch_size: int, min_steps: int, expected: int
+) -> None:
+    recipe = Recipe("floor", epochs=epochs, batch_size=batch_size, min_steps=min_steps)
+    assert recipe.epochs_for(n_train) == expected
+    steps_per_epoch = -(-n_train // batch_size)
+    assert expected * steps_per_epoch >= min_steps  # the floor is met...
+    assert expected == epochs or (expected - 1) * steps_per_epoch < min_steps  # ...by the fewest epochs
+
+
+def test_finetune_trains_at_least_min_steps(tmp_path: Path) -> None:
+    folder = write_class_folder(tmp_path / "images", per_class=20)  # 40 images: 26 train at 64/18/18
+    with registered_tiny_source("floor-tiny"):
+        result = finetune(
+            "floor-tiny:4",
+            folder,
+            epochs=2,
+            batch_size=8,
+            min_steps=20,
+            out=tmp_path / "m.pt",
+            progress=False,
+        )
+        plain = finetune(
+            "floor-tiny:4", folder, epochs=2, batch_size=8, out=tmp_path / "p.pt", progress=False
+        )
+    n_train = len(result.splits["train"])
+    steps_per_epoch = -(-n_train // 8)
+    assert len(result.history) == -(-20 // steps_per_epoch) > 2
+    assert len(plain.history) == 2  # the fast recipe has no floor
+
+
+def test_finetune_scores_its_test_split_through_the_engine_like_the_eager_model(tmp_path: Path) -> None:
+    from ensemblenet import TrainConfig, Trainer
+
+    folder = write_class_folder(tmp_path / "images", per_class=20)
+    with registered_tiny_source("engine-tiny"):
+        result = finetune("engine-tiny:4", folder, epochs=2, out=tmp_path / "m.pt", progress=False)
+    eager = Trainer(TrainConfig(progress=False)).evaluate(result.model, result.splits["test"])
+    assert result.test is not None and result.test.n == eager.n == len(result.splits["test"])
+    assert result.test.accuracy == eager.accuracy
+    assert result.test.loss == pytest.approx(eager.loss, rel=1e-4)
