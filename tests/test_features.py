@@ -106,15 +106,32 @@ def test_policy_is_registered_and_freezes_the_prefix() -> None:
     FreezeStages(2).on_epoch_start(model, 0)
     assert not model.backbone[0].weight.requires_grad and not model.backbone[1].training
     assert model.backbone[3].weight.requires_grad and model.backbone[4].training
-    with pytest.raises(ConfigError, match="int >= 0"):
-        FreezeStages(-1)
+    with pytest.raises(ConfigError, match="must be an int"):
+        FreezeStages(1.5)  # type: ignore[arg-type]
+
+
+def test_a_negative_stage_count_counts_from_the_end() -> None:
+    model = make_tiny_model()
+    n = len(backbone_stages(model.backbone)[0])
+    for k in range(1, n + 1):
+        prefix, rest = split_backbone(model.backbone, -k)
+        same_prefix, same_rest = split_backbone(model.backbone, n - k)
+        assert list(prefix.steps) == list(same_prefix.steps)  # the same module objects
+        assert list(rest.steps) == list(same_rest.steps)
+    model.train()
+    FreezeStages(-1).on_epoch_start(model, 0)  # everything but the last stage frozen
+    frozen, trainable = split_backbone(model.backbone, -1)
+    assert not any(p.requires_grad for p in frozen.parameters())
+    assert all(p.requires_grad for p in trainable.parameters()) and model.head.weight.requires_grad
+    with pytest.raises(ConfigError, match=rf"-{n}\.\.{n}"):
+        split_backbone(model.backbone, -(n + 1))
 
 
 def test_unsuitable_policies_and_backbones_are_config_errors() -> None:
     model = make_tiny_model()
     with pytest.raises(ConfigError, match="BatchNorm"):
         frozen_stages(resolve_freeze("bn_only"), model)
-    with pytest.raises(ConfigError, match=r"0\.\.8"):
+    with pytest.raises(ConfigError, match=r"-8\.\.8"):
         frozen_stages(FreezeStages(9), model)
     with pytest.raises(ConfigError, match="stages of torchvision"):
         backbone_stages(nn.Linear(2, 2))

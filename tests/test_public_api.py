@@ -31,7 +31,7 @@ EXPECTED = {
     "StrategyChoice", "choose_strategy",
     "Recipe", "Splits", "get_recipe", "list_recipes", "register_recipe", "Prediction", "Predictions",
     "CSVLogger", "ProgressPrinter", "TensorBoardLogger",
-    "DistillResult", "distill",
+    "DistillResult", "distill", "FreezeChoice", "choose_freeze",
     "OnnxRuntimeEngine", "QuantizationError", "TorchEngine",
 }  # fmt: skip
 

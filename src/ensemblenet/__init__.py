@@ -21,9 +21,11 @@ from ._version import __version__
 from .api import (
     DistillResult,
     FinetuneResult,
+    FreezeChoice,
     MemberResult,
     Recipe,
     Splits,
+    choose_freeze,
     distill,
     finetune,
     get_recipe,
@@ -226,9 +228,11 @@ __all__ = [  # noqa: RUF022
     # api
     "DistillResult",
     "FinetuneResult",
+    "FreezeChoice",
     "MemberResult",
     "Recipe",
     "Splits",
+    "choose_freeze",
     "distill",
     "finetune",
     "get_recipe",

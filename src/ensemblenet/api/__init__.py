@@ -6,9 +6,11 @@ members on the same split, one after another or in parallel processes. Both are 
 ``ensemblenet train`` and ``train-ensemble`` commands call, with the same options and defaults.
 Recipes are named (``"fast"``, the default; ``"reference"``; ``"full"``), overridable field by
 field, and registrable (:func:`register_recipe`). :func:`distill` trains one student model on a
-trained ensemble's probabilities (``ensemblenet distill``).
+trained ensemble's probabilities (``ensemblenet distill``). :func:`choose_freeze` chooses where to
+cut a backbone (head only, the last stages, BatchNorm) on validation.
 """
 
+from ._choose_freeze import FreezeChoice, choose_freeze, freeze_label
 from ._distill import DistillResult, default_student_path, distill
 from ._finetune import FinetuneResult, default_model_path, file_stem, finetune, run_files
 from ._members import member_paths, train_ensemble
@@ -31,15 +33,18 @@ __all__ = [
     "VAL_FROM_TRAIN",
     "DistillResult",
     "FinetuneResult",
+    "FreezeChoice",
     "MemberResult",
     "Recipe",
     "Splits",
     "TrainedEnsemble",
+    "choose_freeze",
     "default_model_path",
     "default_student_path",
     "distill",
     "file_stem",
     "finetune",
+    "freeze_label",
     "get_recipe",
     "list_recipes",
     "member_paths",

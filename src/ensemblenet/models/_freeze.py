@@ -197,13 +197,18 @@ class FreezeStages(FreezePolicy):
 
     Because the frozen prefix is a pure function of the image, :func:`fit_with_feature_cache` can
     compute it once. Stages are defined per backbone family in :func:`~ensemblenet.models.split_backbone`.
+    A negative count is counted from the end: ``FreezeStages(-1)`` trains the last stage (and the
+    head) of any backbone, ``FreezeStages(-2)`` the last two.
     """
 
     stages: int = 1
 
     def __post_init__(self) -> None:
-        if isinstance(self.stages, bool) or not isinstance(self.stages, int) or self.stages < 0:
-            raise ConfigError(f"FreezeStages.stages must be an int >= 0, got {self.stages!r}")
+        if isinstance(self.stages, bool) or not isinstance(self.stages, int):
+            raise ConfigError(
+                f"FreezeStages.stages must be an int (k: freeze the first k stages; -k: all but the last k), "
+                f"got {self.stages!r}"
+            )
 
     def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
         backbone = getattr(model, "backbone", None)

@@ -83,13 +83,17 @@ def backbone_stages(backbone: nn.Module) -> tuple[list[nn.Module], list[nn.Modul
 
 def split_backbone(backbone: nn.Module, stages: int | None) -> tuple[nn.Module, nn.Module]:
     """``(prefix, rest)`` with ``rest(prefix(x)) == backbone(x)``; ``stages=None``: all in the prefix
-    (any backbone: the whole module is the prefix, so no stage table is needed)."""
+    (any backbone: the whole module is the prefix, so no stage table is needed). A negative
+    ``stages`` counts from the end, as in slicing: ``-1`` puts every stage but the last in the
+    prefix, whatever the backbone's number of stages."""
     if stages is None:
         return backbone, _Steps([])
     blocks, tail = backbone_stages(backbone)
-    if isinstance(stages, bool) or not isinstance(stages, int) or not 0 <= stages <= len(blocks):
+    n = len(blocks)
+    if isinstance(stages, bool) or not isinstance(stages, int) or not -n <= stages <= n:
         raise ConfigError(
-            f"stages={stages!r}: {type(backbone).__name__} has {len(blocks)} stages, so stages must be "
-            f"an int in 0..{len(blocks)}"
+            f"stages={stages!r}: {type(backbone).__name__} has {n} stages, so stages must be an int in "
+            f"-{n}..{n} (k: the first k stages; -k: all but the last k)"
         )
-    return _Steps(blocks[:stages]), _Steps(blocks[stages:] + tail)
+    cut = stages if stages >= 0 else n + stages
+    return _Steps(blocks[:cut]), _Steps(blocks[cut:] + tail)
