@@ -25,11 +25,10 @@ import time
 from pathlib import Path
 
 from ensemblenet import get_recipe, list_recipes, train_ensemble
-from ensemblenet.api import VAL_FROM_TRAIN
+from ensemblenet.api import VAL_FROM_TRAIN, parse_members
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "hymenoptera"
-DEFAULT_MEMBERS = "torchvision:mobilenet_v2,timm:tf_efficientnet_lite0"
 ALIASES = {"seed": "reference", "best": "fast"}  # the 0.1 recipe names, kept for one release
 
 
@@ -38,7 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with train/ and val/")
-    parser.add_argument("--members", default=DEFAULT_MEMBERS, help="comma-separated NAME[=WEIGHTS]")
+    parser.add_argument(
+        "--members", help="comma-separated NAME[=WEIGHTS] (default: the recipe's members, Recipe.members)"
+    )
     parser.add_argument("--recipe", choices=[*list_recipes(), *ALIASES], default="fast")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
     parser.add_argument("--batch-size", type=int, help="override the recipe's batch size")
@@ -72,10 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = not args.no_progress
     started = time.perf_counter()
     run = train_ensemble(
-        [
-            {"backbone": b, "weights": w or "DEFAULT"}
-            for b, _, w in (m.partition("=") for m in args.members.split(","))
-        ],
+        parse_members(args.members, recipe),  # NAME[=WEIGHTS],... or the recipe's own members
         {"train": args.data / "train", "test": args.data / "val"},  # validation is cut from train/
         split=(1 - args.val_fraction, args.val_fraction),
         limit=args.limit,

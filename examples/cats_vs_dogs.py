@@ -29,20 +29,12 @@ import sys
 import time
 from pathlib import Path
 
-from ensemblenet import (
-    DataError,
-    distill,
-    get_recipe,
-    list_recipes,
-    scan_folder,
-    train_ensemble,
-)
+from ensemblenet import DataError, distill, get_recipe, list_recipes, scan_folder, train_ensemble
+from ensemblenet.api import parse_members
 from ensemblenet.datasets import dataset_folder, synthetic_folder
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "dogs-vs-cats-200px"
-DEFAULT_MEMBERS = "torchvision:mobilenet_v2,timm:tf_efficientnet_lite0"
-STRONG_MEMBERS = f"{DEFAULT_MEMBERS},timm:tf_efficientnet_lite1,timm:tf_efficientnet_lite2"
 DEMO_LIMIT = 600
 ALIASES = {"seed": "reference", "best": "fast"}  # the 0.1 recipe names, kept for one release
 
@@ -58,11 +50,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--limit", type=int, help=f"stratified subset (0 = all; default {DEMO_LIMIT} for the demo)"
     )
     parser.add_argument(
-        "--members",
-        help=f"comma-separated NAME[=WEIGHTS] (default {DEFAULT_MEMBERS}; --recipe strong adds Lite1, Lite2)",
+        "--members", help="comma-separated NAME[=WEIGHTS] (default: the recipe's members, Recipe.members)"
     )
     parser.add_argument("--recipe", choices=[*list_recipes(), *ALIASES], default="fast")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    parser.add_argument(
+        "--refit", action="store_const", const=True, help="also refit the members on train + validation"
+    )
     parser.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1...")
@@ -77,7 +71,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.out = args.out or REPO / "runs" / f"cats_vs_dogs-{args.recipe}"
-    args.members = args.members or (STRONG_MEMBERS if args.recipe == "strong" else DEFAULT_MEMBERS)
     return args
 
 
@@ -108,16 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         note += " (a SMALL DEMO, not the benchmark)"
         print(f"** {note}. For the benchmark: python examples/cats_vs_dogs.py --data FOLDER --limit 0 **")
     recipe = get_recipe(ALIASES.get(args.recipe, args.recipe)).replace(
-        epochs=args.epochs, batch_size=args.batch_size
+        epochs=args.epochs, batch_size=args.batch_size, refit=args.refit
     )
     device = None if args.device == "auto" else args.device
     progress = not args.no_progress
     started = time.perf_counter()
     run = train_ensemble(
-        [
-            {"backbone": b, "weights": w or "DEFAULT"}
-            for b, _, w in (m.partition("=") for m in args.members.split(","))
-        ],
+        parse_members(args.members, recipe),  # NAME[=WEIGHTS],... or the recipe's own members
         used,  # cut into train / val / test in the notebook's 16,000/4,500/4,500 shares (64/18/18 %)
         recipe=recipe,
         out_dir=args.out,
@@ -133,16 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     ensemble.save(args.out / "ensemble.pt")
     meta = {"data": note, **run.meta()}
+    if recipe.refit:  # the same combination over members refitted on train + validation
+        refit = run.refit_ensemble()
+        refit.save(args.out / "ensemble-refit.pt")
+        meta["refit"] = refit.evaluate(run.splits["test"], progress=progress, device=device).to_dict()
+        print(f"refitted on train + validation: test accuracy {meta['refit']['accuracy']:.4f}")
     if args.distill:  # one model trained on the ensemble's probabilities, scored on the same test split
-        student = distill(
-            ensemble,
-            run.splits,
-            student=args.distill,
-            head=recipe.head,  # the members' head and weight decay (the strong recipe's do not memorize)
-            weight_decay=recipe.weight_decay,
-            out=args.out / "student.pt",
-            progress=progress,
-        )
+        # The student gets the members' head and weight decay (the strong recipe's do not memorize).
+        settings = {"head": recipe.head, "weight_decay": recipe.weight_decay, "progress": progress}
+        student = distill(ensemble, run.splits, student=args.distill, out=args.out / "student.pt", **settings)
         print(student.table())
         meta["distillation"] = student.to_dict()
     meta["seconds"] = round(time.perf_counter() - started, 1)

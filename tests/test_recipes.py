@@ -248,3 +248,19 @@ def test_finetune_scores_its_test_split_through_the_engine_like_the_eager_model(
     assert result.test is not None and result.test.n == eager.n == len(result.splits["test"])
     assert result.test.accuracy == eager.accuracy
     assert result.test.loss == pytest.approx(eager.loss, rel=1e-4)
+
+
+def test_parse_members_reads_names_and_weights_or_the_recipes_own() -> None:
+    from ensemblenet.api import parse_members
+
+    assert parse_members(" a:x=w.pth , b:y ") == [
+        {"backbone": "a:x", "weights": "w.pth"},
+        {"backbone": "b:y", "weights": "DEFAULT"},
+    ]
+    assert [m["backbone"] for m in parse_members("", "fast")] == list(get_recipe("fast").members)
+    assert len(parse_members(None, "strong")) == 4
+    for bad in ("a,,b", "=w.pth"):
+        with pytest.raises(ConfigError, match="every entry needs a backbone name"):
+            parse_members(bad)
+    with pytest.raises(ConfigError, match="must be a sequence of backbone names"):
+        get_recipe("fast").replace(members="torchvision:mobilenet_v2")

@@ -181,3 +181,17 @@ def test_distill_writes_the_student_and_the_ensemble_next_to_the_report(tmp_path
     # The ensemble row is the report's primary ensemble, scored on the same images.
     primary = {r["name"]: r for r in saved["report"]["rows"]}[saved["primary"]]
     assert distilled["scores"][0]["accuracy"] == pytest.approx(primary["accuracy"])
+
+
+def test_the_strong_recipe_decides_flip_on_validation_and_refits(tmp_path: Path, example: Any) -> None:
+    folder = write_class_folder(tmp_path / "images", per_class=20)
+    out = tmp_path / "report"
+    saved = run_example(example, folder, out, "strong", "--refit")
+    assert saved["recipe"]["name"] == "strong" and saved["recipe"]["refit"] is True
+    # 26 training images are one step per epoch: the 300-step floor, not --epochs 2, sets the length
+    assert [len(m["history"]) for m in saved["members"]] == [300, 300]
+    flip = saved["flip_tta"]
+    assert flip["flip"] == (flip["flip_score"] < flip["plain"])
+    assert (out / "ensemble.pt").is_file() and (out / "ensemble-refit.pt").is_file()
+    assert saved["refit"]["n"] == saved["report"]["n"] == 6
+    assert all(m["refit_checkpoint"].endswith(".refit.pt") for m in saved["members"])

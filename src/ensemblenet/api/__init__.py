@@ -21,6 +21,7 @@ from ._recipes import (
     Recipe,
     get_recipe,
     list_recipes,
+    parse_members,
     register_recipe,
 )
 from ._splits import VAL_FROM_TRAIN, Splits, resolve_splits
@@ -48,6 +49,7 @@ __all__ = [
     "get_recipe",
     "list_recipes",
     "member_paths",
+    "parse_members",
     "register_recipe",
     "resolve_splits",
     "run_files",

@@ -37,6 +37,7 @@ from ..training import (
     is_main_process,
 )
 from ._recipes import Recipe, get_recipe
+from ._refit import refit_train_and_val
 from ._splits import resolve_splits
 
 __all__ = ["FinetuneResult", "default_model_path", "file_stem", "finetune", "run_files"]
@@ -60,6 +61,8 @@ class FinetuneResult:
         files: what was written beside the model: ``"split"`` (``split.json``), ``"metrics"``
             (``metrics.csv``).
         skipped_files: files the folder scans rejected (unreadable or not images), with the reason.
+        refit_path: with the recipe's ``refit``, the model trained on train + validation for the
+            chosen epochs (``<stem>.refit.pt``); None otherwise.
     """
 
     model: TransferModel
@@ -73,6 +76,7 @@ class FinetuneResult:
     feature_seconds: float = 0.0
     files: dict[str, Path] = field(default_factory=dict)
     skipped_files: tuple[tuple[Path, str], ...] = ()
+    refit_path: Path | None = None
 
     def __repr__(self) -> str:  # the default would print the whole module
         test = f", test accuracy {self.test.accuracy:.4f} (n={self.test.n})" if self.test else ""
@@ -124,6 +128,7 @@ def finetune(
     feature_cache: bool | None = None,
     feature_views: int | None = None,
     min_steps: int | None = None,
+    refit: bool | None = None,
     split: Sequence[float] = (),
     limit: int | None = None,
     seed: int | None = None,
@@ -164,7 +169,8 @@ def finetune(
         weights: starting weights: ``"DEFAULT"``, another weights name, a local file, or None (random).
         head: like every recipe field given here (``freeze``, ``epochs``, ``lr``, ``batch_size``,
             ``optimizer``, ``schedule``, ``warmup``, ``weight_decay``, ``label_smoothing``,
-            ``grad_clip``, ``augment``, ``feature_cache``, ``feature_views``, ``min_steps``): overrides the
+            ``grad_clip``, ``augment``, ``feature_cache``, ``feature_views``, ``min_steps``, ``refit``):
+            overrides the
             recipe's field of the same name; None keeps it.
         split, seed: how a folder is cut, and the seed of the split, head, shuffling, augmentation.
         limit: train on a stratified subsample of this many training images (validation and test
@@ -197,7 +203,7 @@ def finetune(
     }  # fmt: skip
     chosen = get_recipe(recipe).replace(
         head=head, freeze=freeze, feature_cache=feature_cache, feature_views=feature_views,
-        min_steps=min_steps, **training,
+        min_steps=min_steps, refit=refit, **training,
     )  # fmt: skip
     run: dict[str, Any] = {"seed": seed, "progress": progress, "device": device, "precision": precision}
     run |= {"num_workers": num_workers, "cache_dir": cache_dir, "label": name}
@@ -211,17 +217,16 @@ def finetune(
     if floor > cfg.epochs:  # a small training split: as many optimizer steps as min_steps asks
         log.info("%d epochs instead of %d: at least %d optimizer steps", floor, cfg.epochs, chosen.min_steps)
         cfg = dataclasses.replace(cfg, epochs=floor)
+
+    def build() -> TransferModel:
+        built = create_model(
+            backbone, splits.classes, head=chosen.head, weights=weights, input_spec=input_spec,
+            num_features=num_features,
+        )  # fmt: skip
+        return _resized(built, input_size) if input_size is not None else built
+
     torch.manual_seed(cfg.seed)  # the new head's initial weights
-    model = create_model(
-        backbone,
-        splits.classes,
-        head=chosen.head,
-        weights=weights,
-        input_spec=input_spec,
-        num_features=num_features,
-    )
-    if input_size is not None:
-        model = _resized(model, input_size)
+    model = build()
     path = Path(out) if out is not None else default_model_path(model.config.backbone)
     files = run_files(path)
     if is_main_process():
@@ -262,6 +267,10 @@ def finetune(
                 f"{'[' + cfg.label + '] ' if cfg.label else ''}{line}", file=stream or sys.stdout, flush=True
             )
     epoch_seconds = sum(r.seconds for r in history.records if not math.isnan(r.seconds))
+    refitted = None
+    if chosen.refit and "val" in splits:
+        epochs_chosen = saver.best_epoch or len(history.records)
+        refitted = refit_train_and_val(build, splits, chosen, cfg, epochs_chosen, path, use_cache=use_cache)
     return FinetuneResult(
         model=model.eval(),
         history=history,
@@ -274,6 +283,7 @@ def finetune(
         feature_seconds=max(0.0, fit_seconds - epoch_seconds) if use_cache else 0.0,  # the one-off pass
         files=files,
         skipped_files=splits.skipped,
+        refit_path=refitted,
     )
 
 

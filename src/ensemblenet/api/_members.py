@@ -83,6 +83,7 @@ def _run(job: _Job) -> MemberResult:
         weights=config.weights,
         weights_source=config.weights_source,
         best_epoch=result.best_epoch,
+        refit_path=result.refit_path,
     )
 
 

@@ -63,6 +63,7 @@ __all__ = [
     "Recipe",
     "get_recipe",
     "list_recipes",
+    "parse_members",
     "register_recipe",
 ]
 
@@ -98,6 +99,11 @@ class Recipe:
         combine: how :meth:`Ensemble.fit_combination <ensemblenet.Ensemble.fit_combination>`
             combines members trained with it: ``"mean"``, ``"weighted"``, ``"calibrated"`` or
             ``"auto"`` (chosen on the validation split by cross-fitted log-loss).
+        members: the backbones an ensemble trained with this recipe uses when none are given
+            (:func:`parse_members` reads a user's own list).
+        refit: after the run, train a second model on train + validation for the epochs validation
+            chose, saved as ``<stem>.refit.pt`` (see :mod:`ensemblenet.api`); costs one more run
+            (with the feature cache: one more feature pass over train + validation).
         tta: test-time augmentation of the ensemble: ``"none"``, ``"flip"`` (each member also sees
             the mirrored image: twice the prediction cost) or ``"auto"`` (flip if it lowers the
             cross-fitted validation log-loss of the chosen combination).
@@ -122,6 +128,8 @@ class Recipe:
     combine: str = "auto"
     min_steps: int = 0
     tta: str = "none"
+    refit: bool = False
+    members: tuple[str, ...] = ("torchvision:mobilenet_v2", "timm:tf_efficientnet_lite0")
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -137,6 +145,14 @@ class Recipe:
                 f"Recipe.tta={self.tta!r}: must be one of {list(TTA_CHOICES)} ('auto' flips the images "
                 "at test time only if that helps on the validation split)"
             )
+        if isinstance(self.members, str) or not all(isinstance(m, str) and m for m in self.members):
+            raise ConfigError(
+                f"Recipe.members={self.members!r}: must be a sequence of backbone names, e.g. "
+                "('torchvision:mobilenet_v2', 'timm:tf_efficientnet_lite0')"
+            )
+        object.__setattr__(self, "members", tuple(self.members))
+        if not isinstance(self.refit, bool):
+            raise ConfigError(f"Recipe.refit={self.refit!r}: must be True or False")
         steps = self.min_steps
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ConfigError(f"Recipe.min_steps={self.min_steps!r}: must be an int >= 0 (0: no floor)")
@@ -209,6 +225,7 @@ class Recipe:
         head = head_config(resolve_head(self.head))["name"]
         floor = f" (at least {self.min_steps} steps)" if self.min_steps else ""
         tta = f", flip TTA {self.tta}" if self.tta != "none" else ""
+        tta += ", refit on train+val" if self.refit else ""
         return (
             f"recipe {self.name!r}: freeze {freeze_text}, head {head}, "
             f"{self.optimizer} lr {self.lr:g}, {self.epochs} epochs, {self.schedule} schedule, batch "
@@ -217,6 +234,33 @@ class Recipe:
 
 
 RECIPES: Registry[Recipe] = Registry("recipe")
+
+
+def parse_members(text: str | None, recipe: str | Recipe | None = None) -> list[dict[str, str]]:
+    """Ensemble members from ``"NAME[=WEIGHTS],NAME..."`` (a command line's ``--members``), or the
+    recipe's own :attr:`Recipe.members` when ``text`` is empty; as :func:`train_ensemble` takes them.
+
+    >>> for member in parse_members("torchvision:resnet18=r18.pth,timm:tf_efficientnet_lite0"):
+    ...     print(member)
+    {'backbone': 'torchvision:resnet18', 'weights': 'r18.pth'}
+    {'backbone': 'timm:tf_efficientnet_lite0', 'weights': 'DEFAULT'}
+    >>> [m["backbone"] for m in parse_members(None, "strong")][2:]
+    ['timm:tf_efficientnet_lite1', 'timm:tf_efficientnet_lite2']
+
+    Raises:
+        ConfigError: an empty name (``"a,,b"``, ``"=w.pth"``).
+    """
+    items = text.split(",") if text else list(get_recipe(recipe).members)
+    members = []
+    for item in items:
+        name, _, weights = item.strip().partition("=")
+        if not name:
+            raise ConfigError(
+                f"members {text!r}: every entry needs a backbone name, as NAME or NAME=WEIGHTS separated by "
+                "commas, e.g. 'torchvision:mobilenet_v2,timm:tf_efficientnet_lite0=lite0.pth'"
+            )
+        members.append({"backbone": name, "weights": weights or "DEFAULT"})
+    return members
 
 
 def register_recipe(recipe: Recipe) -> Recipe:
@@ -325,6 +369,12 @@ register_recipe(
         feature_cache=True,
         combine="auto",
         tta="auto",
+        members=(
+            "torchvision:mobilenet_v2",
+            "timm:tf_efficientnet_lite0",
+            "timm:tf_efficientnet_lite1",
+            "timm:tf_efficientnet_lite2",
+        ),
         description=(
             "The benchmark recipe: the frozen-feature cache of 'fast' with a head that does not memorize "
             "the cached features (a linear layer after dropout 0.2, AdamW with weight decay 0.01; the MLP of "

@@ -3,6 +3,7 @@ two steps after training (combine on validation, report on test) as methods."""
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..ensemble import Ensemble, FlipChoice
+from ..ensemble import TTA, Ensemble, FlipChoice
 from ..errors import ConfigError
 from ..scoring import EnsembleReport
 from ..strategies import StrategyChoice
@@ -39,6 +40,7 @@ class MemberResult:
         backbone, weights, weights_source: what it started from (``weights_source``: the file or
             release ``"DEFAULT"`` really was here).
         best_epoch: the epoch whose weights were saved.
+        refit_path: the member refitted on train + validation (the recipe's ``refit``), or None.
     """
 
     name: str
@@ -52,6 +54,7 @@ class MemberResult:
     weights: str | None = None
     weights_source: str | None = None
     best_epoch: int | None = None
+    refit_path: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, e.g. for a report's ``members`` (``EnsembleReport.save(meta=...)``)."""
@@ -65,6 +68,7 @@ class MemberResult:
             "train_seconds": round(self.seconds, 3),
             "feature_seconds": round(self.feature_seconds, 3),
             "best_epoch": self.best_epoch,
+            "refit_checkpoint": None if self.refit_path is None else str(self.refit_path),
             "history": self.history.to_dict()["records"],
             "test": None if self.test is None else self.test.to_dict(),
         }
@@ -111,6 +115,7 @@ class TrainedEnsemble(list[MemberResult]):
         self.out_dir = out_dir
         self.choice: StrategyChoice | None = None
         self.flip_choice: FlipChoice | None = None
+        self._tta: TTA | None = None
 
     @property
     def paths(self) -> list[Path]:
@@ -150,10 +155,37 @@ class TrainedEnsemble(list[MemberResult]):
             **kwargs,
         )
         self.flip_choice = ensemble.flip_choice
+        self._tta = ensemble.tta
         log.info("%s", self.choice)
         if self.flip_choice is not None:
             log.info("%s", self.flip_choice)
         return ensemble
+
+    def refit_ensemble(self) -> Ensemble:
+        """The members refitted on train + validation (the recipe's ``refit``), combined exactly as
+        :meth:`ensemble` combined the validation-chosen members (the same fitted strategy and
+        test-time augmentation: validation has no unseen images left to fit a combination on).
+
+        Raises:
+            ConfigError: :meth:`ensemble` was not called yet, or the members were not refitted.
+        """
+        if self.choice is None:
+            raise ConfigError(
+                "call ensemble() first: the combination of refitted members is the one fitted on the "
+                "validation predictions of the members trained on the training split alone"
+            )
+        missing = [m.name for m in self if m.refit_path is None]
+        if missing:
+            raise ConfigError(
+                f"members {missing} were not refitted on train + validation; train with a recipe with "
+                "refit=True (e.g. train_ensemble(..., refit=True))"
+            )
+        strategy = copy.deepcopy(self.choice.strategy)
+        refitted = Ensemble.from_checkpoints(
+            [m.refit_path for m in self if m.refit_path is not None], strategy
+        )
+        refitted.tta = self._tta
+        return refitted.reuse_predictions()
 
     def report(self, ensemble: Ensemble | None = None, data: Any = None, **kwargs: Any) -> EnsembleReport:
         """:meth:`Ensemble.report <ensemblenet.Ensemble.report>` on the test split (or ``data``), with a

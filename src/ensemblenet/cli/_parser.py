@@ -134,6 +134,13 @@ def _training_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     cache.add_argument("--no-feature-cache", dest="feature_cache", action="store_const", const=False)
     recipe.add_argument("--feature-views", type=int, help="augmented views per image in the feature cache")
+    recipe.add_argument(
+        "--min-steps", type=int, help="at least this many optimizer steps (more epochs on small data)"
+    )
+    recipe.add_argument(
+        "--refit", action="store_const", const=True, default=None,
+        help="also train on train + validation for the chosen epochs (saved as NAME.refit.pt)",
+    )  # fmt: skip
     run = parser.add_argument_group("run")
     run.add_argument("--size", type=_positive_int, help="square input size instead of the backbone's own")
     run.add_argument("--patience", type=int, help="stop after N epochs without a better validation loss")

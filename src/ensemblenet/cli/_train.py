@@ -14,8 +14,8 @@ from ._console import EXIT_OK, CommandInterrupted, Console
 #: Command-line options passed to finetune()/train_ensemble() under the same name.
 _FINETUNE_OPTIONS = (
     "weights", "head", "freeze", "epochs", "lr", "batch_size", "optimizer", "schedule", "warmup",
-    "weight_decay", "label_smoothing", "grad_clip", "augment", "feature_cache", "feature_views", "limit",
-    "patience", "num_workers", "precision", "cache_dir", "tensorboard",
+    "weight_decay", "label_smoothing", "grad_clip", "augment", "feature_cache", "feature_views", "min_steps",
+    "refit", "limit", "patience", "num_workers", "precision", "cache_dir", "tensorboard",
 )  # fmt: skip
 
 
@@ -132,6 +132,12 @@ def _cmd_train_ensemble(args: argparse.Namespace, con: Console) -> int:
         test = f"; test accuracy {r.test.accuracy:.4f}" if r.test is not None else ""
         con.say(f"{r.name}: {r.path} ({r.device}, {r.seconds:.1f}s, best epoch {r.best_epoch}){test}")
     con.say(f"{run.choice}; saved the ensemble to {path}")
+    if run.flip_choice is not None:
+        con.say(str(run.flip_choice))
+    refit = None
+    if all(m.refit_path is not None for m in run):
+        refit = run.refit_ensemble().save(out_dir / "ensemble-refit.pt")
+        con.say(f"members refitted on train + validation, same combination: {refit}")
     if "test" in run.splits:
         report = f"ensemblenet report -m {path} --split test {out_dir} --out {out_dir / 'report'}"
         con.note(f"report on the test split: {report}")
@@ -141,6 +147,8 @@ def _cmd_train_ensemble(args: argparse.Namespace, con: Console) -> int:
             "ensemble": path,
             "split": out_dir / "split.json",
             "choice": run.choice.to_dict() if run.choice else None,
+            "flip_tta": run.flip_choice.to_dict() if run.flip_choice else None,
+            "refit_ensemble": refit,
             "members": [{"model": m.path, **m.to_dict()} for m in run],
         }
     )
