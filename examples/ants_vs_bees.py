@@ -66,9 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    recipe = get_recipe(ALIASES.get(args.recipe, args.recipe)).replace(
-        epochs=args.epochs, batch_size=args.batch_size
-    )
+    recipe = get_recipe(ALIASES.get(args.recipe, args.recipe)).replace(batch_size=args.batch_size)
     device = None if args.device == "auto" else args.device
     progress = not args.no_progress
     started = time.perf_counter()
@@ -78,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         split=(1 - args.val_fraction, args.val_fraction),
         limit=args.limit,
         recipe=recipe,
+        epochs=args.epochs,  # given: taken as is; None: the recipe's (raised to min_steps on small data)
         out_dir=args.out,
         seed=args.seed,
         progress=progress,

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         note += " (a SMALL DEMO, not the benchmark)"
         print(f"** {note}. For the benchmark: python examples/cats_vs_dogs.py --data FOLDER --limit 0 **")
     recipe = get_recipe(ALIASES.get(args.recipe, args.recipe)).replace(
-        epochs=args.epochs, batch_size=args.batch_size, refit=args.refit
+        batch_size=args.batch_size, refit=args.refit
     )
     device = None if args.device == "auto" else args.device
     progress = not args.no_progress
@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         parse_members(args.members, recipe),  # NAME[=WEIGHTS],... or the recipe's own members
         used,  # cut into train / val / test in the notebook's 16,000/4,500/4,500 shares (64/18/18 %)
         recipe=recipe,
+        epochs=args.epochs,  # given: taken as is; None: the recipe's (raised to min_steps on small data)
         out_dir=args.out,
         seed=args.seed,
         progress=progress,

@@ -219,23 +219,20 @@ def test_min_steps_raises_the_epochs_only_on_small_data(
 
 def test_finetune_trains_at_least_min_steps(tmp_path: Path) -> None:
     folder = write_class_folder(tmp_path / "images", per_class=20)  # 40 images: 26 train at 64/18/18
+    recipe = get_recipe("fast").replace(epochs=2, batch_size=8, min_steps=20)
     with registered_tiny_source("floor-tiny"):
-        result = finetune(
-            "floor-tiny:4",
-            folder,
-            epochs=2,
-            batch_size=8,
-            min_steps=20,
-            out=tmp_path / "m.pt",
-            progress=False,
+        result = finetune("floor-tiny:4", folder, recipe=recipe, out=tmp_path / "m.pt", progress=False)
+        given = finetune(
+            "floor-tiny:4", folder, recipe=recipe, epochs=2, out=tmp_path / "g.pt", progress=False
         )
-        plain = finetune(
-            "floor-tiny:4", folder, epochs=2, batch_size=8, out=tmp_path / "p.pt", progress=False
+        off = finetune(
+            "floor-tiny:4", folder, recipe=recipe, min_steps=0, out=tmp_path / "o.pt", progress=False
         )
     n_train = len(result.splits["train"])
     steps_per_epoch = -(-n_train // 8)
     assert len(result.history) == -(-20 // steps_per_epoch) > 2
-    assert len(plain.history) == 2  # the fast recipe has no floor
+    assert len(given.history) == 2  # an explicit epochs= is taken as given
+    assert len(off.history) == 2
 
 
 def test_finetune_scores_its_test_split_through_the_engine_like_the_eager_model(tmp_path: Path) -> None:

@@ -173,6 +173,8 @@ def finetune(
             overrides the
             recipe's field of the same name; None keeps it.
         split, seed: how a folder is cut, and the seed of the split, head, shuffling, augmentation.
+        min_steps: the recipe's floor on optimizer steps: on a small training split its ``epochs``
+            are raised to take at least this many steps. An explicit ``epochs=`` is taken as given.
         limit: train on a stratified subsample of this many training images (validation and test
             unchanged).
         out: where to save the best model (by validation loss); default ``runs/<backbone>.pt``.
@@ -214,7 +216,9 @@ def finetune(
         cfg = dataclasses.replace(config, **{k: v for k, v in training.items() if v is not None}, **run)
     splits = resolve_splits(data, split=split, seed=cfg.seed, limit=limit)
     floor = chosen.replace(epochs=cfg.epochs, batch_size=cfg.batch_size).epochs_for(len(splits["train"]))
-    if floor > cfg.epochs:  # a small training split: as many optimizer steps as min_steps asks
+    if (
+        epochs is None and floor > cfg.epochs
+    ):  # small data: the steps min_steps asks; epochs= is taken as given
         log.info("%d epochs instead of %d: at least %d optimizer steps", floor, cfg.epochs, chosen.min_steps)
         cfg = dataclasses.replace(cfg, epochs=floor)
 

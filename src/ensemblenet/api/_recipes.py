@@ -88,7 +88,8 @@ class Recipe:
         head: a head name, ``{"name": ..., **settings}`` or object.
         min_steps: a floor on optimizer steps: ``epochs`` is raised to
             ``ceil(min_steps / steps_per_epoch)`` when the training split is small, so a head
-            gets the same amount of training on 200 images as on 20,000 (0: off).
+            gets the same amount of training on 200 images as on 20,000 (0: off). An explicit
+            ``epochs=`` given to :func:`~ensemblenet.finetune` (or ``--epochs``) is taken as given.
         epochs, lr, batch_size, optimizer, schedule, warmup, weight_decay, label_smoothing,
             grad_clip: the :class:`~ensemblenet.TrainConfig` fields of the same names.
         augment: ``"none"``, ``"flip"``, ``"light"`` or ``"strong"`` (see :mod:`ensemblenet.data`).
