@@ -11,7 +11,7 @@ cut a backbone (head only, the last stages, BatchNorm) on validation.
 """
 
 from ._choose_freeze import FreezeChoice, choose_freeze, freeze_label
-from ._distill import DistillResult, default_student_path, distill
+from ._distill import TIMED_IMAGES, DistillResult, default_student_path, distill
 from ._finetune import FinetuneResult, default_model_path, file_stem, finetune, run_files
 from ._members import member_paths, train_ensemble
 from ._recipes import (
@@ -31,6 +31,7 @@ __all__ = [
     "COMBINE_CHOICES",
     "DEFAULT_RECIPE",
     "RECIPES",
+    "TIMED_IMAGES",
     "VAL_FROM_TRAIN",
     "DistillResult",
     "FinetuneResult",
