@@ -27,7 +27,7 @@ def test_every_candidate_trains_on_the_same_split_and_validation_decides(tmp_pat
         choice = choose_freeze(
             "cut-tiny:4",
             folder,
-            ["head_only", FreezeStages(-1), "bn_only"],
+            ["head_only", FreezeStages(-1), ("bn_only", {"epochs": 2})],
             out_dir=tmp_path / "runs",
             epochs=3,
             progress=False,
@@ -45,6 +45,7 @@ def test_every_candidate_trains_on_the_same_split_and_validation_decides(tmp_pat
         assert reloaded.config.backbone == "cut-tiny:4"
     # head_only is cached: seconds of features, nothing else; bn_only trains the backbone
     assert choice.results["head_only"].feature_seconds > 0 and choice.results["bn_only"].feature_seconds == 0
+    assert [len(r.history) for r in choice.results.values()] == [3, 3, 2]  # bn_only's own epochs
     rows = choice.rows()
     assert [r["chosen"] for r in rows].count(True) == 1
     assert all(not math.isnan(r["val_loss"]) and r["test_accuracy"] is not None for r in rows)

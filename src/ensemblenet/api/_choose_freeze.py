@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,10 +114,20 @@ def _best_record(result: FinetuneResult) -> Any:
     return min(records, key=lambda r: r.val_loss) if records else None
 
 
+Candidate = str | FreezePolicy | tuple[str | FreezePolicy, Mapping[str, Any]]
+
+
+def _policy(candidate: Candidate) -> tuple[str | FreezePolicy, dict[str, Any]]:
+    if isinstance(candidate, tuple):
+        policy, overrides = candidate
+        return policy, dict(overrides)
+    return candidate, {}
+
+
 def choose_freeze(
     backbone: str,
     data: Any,
-    candidates: Sequence[str | FreezePolicy] = ("head_only", "bn_only"),
+    candidates: Sequence[Candidate] = ("head_only", "bn_only"),
     *,
     out_dir: str | os.PathLike[str] = "runs",
     seed: int = 0,
@@ -131,7 +141,9 @@ def choose_freeze(
         backbone, data: as :func:`~ensemblenet.finetune` takes them (the split is cut once, with
             ``seed`` and ``split``, and shared by every candidate).
         candidates: freeze policies (names or objects), e.g. ``["head_only", FreezeStages(-1),
-            FreezeStages(-2), "bn_only"]``.
+            FreezeStages(-2), "bn_only"]``; a ``(policy, overrides)`` pair gives that candidate its
+            own :func:`~ensemblenet.finetune` settings, e.g. ``("bn_only", {"epochs": 2})`` (a
+            backbone trained end to end costs minutes per epoch where a cached head costs seconds).
         out_dir: where each candidate's model goes (``<backbone>.<label>.pt``).
         **finetune_kwargs: the recipe and any override, for every candidate (``recipe="strong"``,
             ``epochs=5``...). A recipe's feature cache is used where the policy keeps a prefix frozen.
@@ -139,7 +151,8 @@ def choose_freeze(
     Raises:
         ConfigError: fewer than one candidate, or two with the same label.
     """
-    labels = [freeze_label(c) for c in candidates]
+    policies = [_policy(c) for c in candidates]
+    labels = [freeze_label(policy) for policy, _ in policies]
     if not labels:
         raise ConfigError(
             "choose_freeze needs at least one candidate freeze policy, e.g. ['head_only', 'bn_only']"
@@ -151,10 +164,11 @@ def choose_freeze(
     splits = resolve_splits(data, split=split, seed=seed)
     results: dict[str, FinetuneResult] = {}
     losses: dict[str, float] = {}
-    for label, policy in zip(labels, candidates, strict=True):
+    for label, (policy, overrides) in zip(labels, policies, strict=True):
         name = label.replace("(", "").replace(")", "").replace(", ", "-")
         out = Path(out_dir) / f"{file_stem(backbone)}.{name}.pt"
-        result = finetune(backbone, splits, freeze=policy, out=out, seed=seed, name=label, **finetune_kwargs)
+        settings = {**finetune_kwargs, **overrides}
+        result = finetune(backbone, splits, freeze=policy, out=out, seed=seed, name=label, **settings)
         best = _best_record(result)
         results[label], losses[label] = result, math.inf if best is None else best.val_loss
     winner = min(labels, key=lambda label: losses[label])  # ties: the first given (list the cheapest first)
