@@ -1,15 +1,22 @@
 """Write ``docs/benchmarks.rst`` from the measured ``report.json`` files, so no number is typed by hand.
 
-    python docs/benchmarks_page.py [RUNS]      # RUNS defaults to runs/
+    python docs/benchmarks_page.py [RUNS]                  # RUNS defaults to runs/
+    python docs/benchmarks_page.py --archive RUN_DIR...    # keep these reports in docs/benchmark_reports/
 
 ``docs/benchmarks.rst.in`` holds the prose; each ``{key}`` in it is filled from one run folder
-``RUNS/NAME/report.json`` (the example scripts write them):
+``RUNS/NAME/report.json`` (the example scripts write them), or, when ``RUNS`` has no such folder,
+from ``docs/benchmark_reports/NAME.json`` (reports archived with ``--archive``, committed, so the
+page can be rebuilt on a machine that did not run every benchmark):
 
 * ``{NAME}``: the test table, the gain table and a line with the split, wall times and what was
   fitted (``NAME`` with ``-`` written as ``_``, e.g. ``{cats_vs_dogs_full_best}``);
 * ``{NAME_cmd}``: the command that wrote the report; ``{NAME_hw}``: CPU, cores, torch;
 * ``{NAME_figs}``: its figures, copied (photo grids shrunk) to ``docs/_static/benchmarks/``;
-* ``{NAME_targets}``: the issue's targets checked against that run.
+* ``{NAME_targets}``: the issue's targets checked against that run (the first full-folder issue's);
+* ``{NAME_distill}``: the distillation table (ensemble, members, student; agreement, McNemar p,
+  prediction time), when the run distilled (``--distill``);
+* ``{NAME_targets15}``: the stronger-ensemble issue's targets (accuracy, significance, log-loss,
+  student, time) checked against that run.
 
 A run folder that is missing renders as "not measured" instead of failing, so the page can be
 rebuilt on a machine that ran only some of the benchmarks.
@@ -27,6 +34,7 @@ from typing import Any
 from PIL import Image
 
 DOCS = Path(__file__).resolve().parent
+ARCHIVE = DOCS / "benchmark_reports"
 STATIC = DOCS / "_static" / "benchmarks"
 FIGURES = {
     "learning_curves": "Learning curves per member (training loss dashed, validation loss solid; validation "
@@ -101,7 +109,106 @@ def tables(d: dict[str, Any]) -> str:
             f" The combination was chosen on the validation split by {choice['folds']}-fold cross-fitted "
             f"{choice['metric']} ({scores}): ``{choice['chosen']}``."
         )
+    flip = d.get("flip_tta")
+    if flip:
+        kept = "kept" if flip["flip"] else "not kept"
+        text += (
+            f" Flip test-time augmentation, decided on validation: {kept} (out-of-fold {flip['metric']} "
+            f"{flip['flip_score']:.4f} with it, {flip['plain']:.4f} without)."
+        )
+    refit = d.get("refit")
+    if refit:
+        text += (
+            " Members refitted on train + validation, same combination: test accuracy "
+            f"{refit['accuracy']:.4f}, log-loss {refit['log_loss']:.4f}."
+        )
     return "\n".join([*out, "", text, ""])
+
+
+def distillation(d: dict[str, Any]) -> str:
+    """The distillation block of a report as a table, with agreement, McNemar p and speed."""
+    dist = d.get("distillation")
+    if not dist:
+        return "*(this run did not distil: no* ``--distill`` *)*"
+    out = [".. list-table::", "   :header-rows: 1", "   :widths: 50 15 15 20", ""]
+    out += ["   * - model", "     - kind", "     - accuracy", "     - log-loss"]
+    for row in dist["scores"]:
+        out += [f"   * - {row['name']}", f"     - {row['kind']}", f"     - {row['accuracy']:.4f}",
+                f"     - {row['log_loss']:.4f}"]  # fmt: skip
+    seconds = dist["seconds"]
+    timed = dist.get("timed_images") or dist["n"]
+    text = (
+        f"On the {dist['n']} {dist['scored_on']} images: the student agrees with the ensemble on "
+        f"{dist['agreement']:.4f} of them; McNemar p (student vs ensemble) = {dist['mcnemar_p']:.3g}. "
+        f"Predicting {timed} of them (decoding included, after a warm-up) took {seconds['ensemble']:.1f} s "
+        f"for the ensemble and {seconds['student']:.1f} s for the student: {dist['speedup']:.2f}x."
+    )
+    return "\n".join([*out, "", text, ""])
+
+
+def targets15(d: dict[str, Any]) -> str:
+    """The stronger-ensemble issue's targets, checked against ``d`` (a run with ``--distill``)."""
+    rows = {r["name"]: r for r in d["report"]["rows"]}
+    primary = rows[d["primary"]]
+    best = d["report"]["best_member"]
+    gain = next((c for c in d["report"]["comparisons"] if c["ensemble"] == d["primary"]), None)
+    dist = d.get("distillation") or {}
+    scores = {s["kind"]: s for s in dist.get("scores", [])}
+    n_members = len(d["members"])
+
+    def verdict(ok: bool) -> str:
+        return "**met**" if ok else "**missed**"
+
+    lines = [
+        ".. list-table::",
+        "   :header-rows: 1",
+        "   :widths: 34 46 20",
+        "",
+        "   * - target",
+        f"     - measured (``{d['recipe']['name']}`` recipe, {n_members} members, ``{d['primary']}``)",
+        "     - verdict",
+        "   * - ensemble test accuracy ≥ 99.45% (fastai ResNet34 + TTA)",
+        f"     - {primary['accuracy']:.2%}",
+        f"     - {verdict(primary['accuracy'] >= 0.9945)}",
+    ]
+    if gain is not None:
+        lines += [
+            "   * - gain over the best member significant (McNemar p < 0.05)",
+            f"     - {gain['accuracy_diff']:+.2%} over ``{best}``, b/c {gain['b']}/{gain['c']}, "
+            f"p = {gain['p_value']:.3g}",
+            f"     - {verdict(gain['p_value'] < 0.05 and gain['accuracy_diff'] > 0)}",
+        ]
+    lines += [
+        "   * - ensemble log-loss ≤ 0.025",
+        f"     - {primary['log_loss']:.4f}",
+        f"     - {verdict(primary['log_loss'] <= 0.025)}",
+    ]
+    if "student" in scores and "ensemble" in scores:
+        gap = scores["ensemble"]["accuracy"] - scores["student"]["accuracy"]
+        lines += [
+            "   * - distilled student within 0.15 points of the ensemble",
+            f"     - {scores['student']['accuracy']:.2%} vs {scores['ensemble']['accuracy']:.2%} "
+            f"({gap * 100:+.2f} points)",
+            f"     - {verdict(gap <= 0.0015)}",
+            f"   * - student faster than the ensemble by ≥ {n_members}x (the number of members)",
+            f"     - {dist['speedup']:.2f}x",
+            f"     - {verdict(dist['speedup'] >= n_members)}",
+        ]
+    train = sum(m["train_seconds"] for m in d["members"])
+    recipe_seconds = d.get("recipe_seconds")
+    measured = (
+        f"{recipe_seconds / 60:.0f} min from the first image to the report"
+        if recipe_seconds is not None
+        else f"{train / 60:.0f} min training the members (the report's own time was not recorded)"
+    )
+    lines += [
+        "   * - the whole recipe, all members, < 60 min on 2 CPU cores",
+        f"     - {measured}; {d['seconds'] / 60:.0f} min for the whole script"
+        + (" (distillation included)" if dist else ""),
+        f"     - {verdict((recipe_seconds if recipe_seconds is not None else train) < 3600)}",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def shrink(src: Path, dst: Path) -> None:
@@ -166,22 +273,51 @@ def targets(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def values(runs: Path, wanted: set[str], static: Path = STATIC) -> dict[str, str]:
-    """The ``wanted`` fields that the reports under ``runs`` can fill (only those figures are copied)."""
+SUFFIXES = ("", "_cmd", "_hw", "_figs", "_targets", "_distill", "_targets15")
+
+
+def reports(runs: Path, archive: Path = ARCHIVE) -> dict[str, tuple[Path | None, Path]]:
+    """``{NAME: (run folder or None, report.json)}``: the runs under ``runs``, then archived ones."""
+    found: dict[str, tuple[Path | None, Path]] = {}
+    if archive.is_dir():
+        for file in sorted(archive.glob("*.json")):
+            found[file.stem] = (None, file)
+    if runs.is_dir():
+        for folder in sorted(p for p in runs.iterdir() if (p / "report.json").is_file()):
+            found[folder.name] = (folder, folder / "report.json")
+    return found
+
+
+def values(runs: Path, wanted: set[str], static: Path = STATIC, archive: Path = ARCHIVE) -> dict[str, str]:
+    """The ``wanted`` fields that the reports under ``runs`` (or archived) can fill (only those figures
+    are copied; an archived report has none)."""
     found: dict[str, str] = {}
-    for folder in sorted(p for p in runs.iterdir() if (p / "report.json").is_file()):
-        key = folder.name.replace("-", "_")
-        if not wanted & {key, f"{key}_cmd", f"{key}_hw", f"{key}_figs", f"{key}_targets"}:
+    for name, (folder, file) in reports(runs, archive).items():
+        key = name.replace("-", "_")
+        if not wanted & {key + suffix for suffix in SUFFIXES}:
             continue
-        d = json.loads((folder / "report.json").read_text())
+        d = json.loads(file.read_text())
         hw, v = d["hardware"], d["versions"]
         found[key] = tables(d)
         found[f"{key}_cmd"] = d["command"]
         found[f"{key}_hw"] = f"{hw['cpu']}, {hw['cpu_count']} cores, torch {v['torch']}"
-        if f"{key}_figs" in wanted:
+        if f"{key}_figs" in wanted and folder is not None:
             found[f"{key}_figs"] = figures(runs, folder.name, static)
         found[f"{key}_targets"] = targets(d)
+        found[f"{key}_distill"] = distillation(d)
+        found[f"{key}_targets15"] = targets15(d)
     return found
+
+
+def archive_reports(folders: list[Path], archive: Path = ARCHIVE) -> list[Path]:
+    """Copy each ``FOLDER/report.json`` to ``archive/FOLDER-NAME.json`` (the page reads them later)."""
+    archive.mkdir(parents=True, exist_ok=True)
+    written = []
+    for folder in folders:
+        target = archive / f"{folder.name}.json"
+        shutil.copyfile(folder / "report.json", target)
+        written.append(target)
+    return written
 
 
 class _Missing(dict[str, str]):
@@ -189,13 +325,17 @@ class _Missing(dict[str, str]):
         return f"*(not measured on this machine: no report for* ``{key}`` *)*"
 
 
-def render(template: str, runs: Path, static: Path = STATIC) -> str:
-    """``template`` with its ``{key}`` fields filled from the reports under ``runs``."""
+def render(template: str, runs: Path, static: Path = STATIC, archive: Path = ARCHIVE) -> str:
+    """``template`` with its ``{key}`` fields filled from the reports under ``runs`` (or archived)."""
     wanted = {field for _, field, _, _ in string.Formatter().parse(template) if field}
-    return template.format_map(_Missing(values(runs, wanted, static)))
+    return template.format_map(_Missing(values(runs, wanted, static, archive)))
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--archive"]:
+        for target in archive_reports([Path(a) for a in argv[1:]]):
+            print(f"archived {target}")
+        return 0
     runs = Path(argv[0]) if argv else DOCS.parent / "runs"
     page = render((DOCS / "benchmarks.rst.in").read_text(), runs)
     (DOCS / "benchmarks.rst").write_text(page)

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(report)
     ensemble.save(args.out / "ensemble.pt")
-    meta = {"data": note, **run.meta()}
+    meta = {"data": note, **run.meta(), "recipe_seconds": round(time.perf_counter() - started, 1)}
     if recipe.refit:  # the same combination over members refitted on train + validation
         refit = run.refit_ensemble()
         refit.save(args.out / "ensemble-refit.pt")

@@ -181,6 +181,21 @@ def test_distill_writes_the_student_and_the_ensemble_next_to_the_report(tmp_path
     # The ensemble row is the report's primary ensemble, scored on the same images.
     primary = {r["name"]: r for r in saved["report"]["rows"]}[saved["primary"]]
     assert distilled["scores"][0]["accuracy"] == pytest.approx(primary["accuracy"])
+    # The benchmarks page renders the distillation and the targets, from the run or from the archive.
+    page = load_script(REPO / "docs" / "benchmarks_page.py")
+    template = "{report_distill}\n\n{report_targets15}"
+    text = page.render(template, tmp_path, static=tmp_path / "static", archive=tmp_path / "none")
+    student = distilled["scores"][-1]
+    assert f"   * - {student['name']}" in text and f"     - {student['accuracy']:.4f}" in text
+    assert f"{distilled['speedup']:.2f}x" in text and "ensemble test accuracy ≥ 99.45%" in text
+    assert (
+        text.count("**met**") + text.count("**missed**") == 6 and "from the first image to the report" in text
+    )
+    archived = page.archive_reports([out], tmp_path / "archive")
+    assert [p.name for p in archived] == ["report.json"]
+    empty = tmp_path / "no-runs"
+    empty.mkdir()
+    assert page.render(template, empty, static=tmp_path / "static", archive=tmp_path / "archive") == text
 
 
 def test_the_strong_recipe_decides_flip_on_validation_and_refits(tmp_path: Path, example: Any) -> None:
