@@ -170,8 +170,7 @@ def finetune(
         head: like every recipe field given here (``freeze``, ``epochs``, ``lr``, ``batch_size``,
             ``optimizer``, ``schedule``, ``warmup``, ``weight_decay``, ``label_smoothing``,
             ``grad_clip``, ``augment``, ``feature_cache``, ``feature_views``, ``min_steps``, ``refit``):
-            overrides the
-            recipe's field of the same name; None keeps it.
+            overrides the recipe's field of the same name; None keeps it.
         split, seed: how a folder is cut, and the seed of the split, head, shuffling, augmentation.
         min_steps: the recipe's floor on optimizer steps: on a small training split its ``epochs``
             are raised to take at least this many steps. An explicit ``epochs=`` is taken as given.
@@ -216,9 +215,8 @@ def finetune(
         cfg = dataclasses.replace(config, **{k: v for k, v in training.items() if v is not None}, **run)
     splits = resolve_splits(data, split=split, seed=cfg.seed, limit=limit)
     floor = chosen.replace(epochs=cfg.epochs, batch_size=cfg.batch_size).epochs_for(len(splits["train"]))
-    if (
-        epochs is None and floor > cfg.epochs
-    ):  # small data: the steps min_steps asks; epochs= is taken as given
+    # On a small training split: the optimizer steps min_steps asks for (an explicit epochs= stays).
+    if epochs is None and floor > cfg.epochs:
         log.info("%d epochs instead of %d: at least %d optimizer steps", floor, cfg.epochs, chosen.min_steps)
         cfg = dataclasses.replace(cfg, epochs=floor)
 
