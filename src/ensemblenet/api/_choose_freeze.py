@@ -110,8 +110,8 @@ def _num(value: float | None) -> str:
 
 
 def _best_record(result: FinetuneResult) -> Any:
-    records = [r for r in result.history.records if not math.isnan(r.val_loss)]
-    return min(records, key=lambda r: r.val_loss) if records else None
+    """The record of the epoch whose weights were saved (None when no epoch improved)."""
+    return next((r for r in result.history.records if r.epoch == result.best_epoch), None)
 
 
 Candidate = str | FreezePolicy | tuple[str | FreezePolicy, Mapping[str, Any]]

@@ -151,7 +151,7 @@ class TrainedEnsemble(list[MemberResult]):
             self.splits["val"],
             combine or self.recipe.combine,
             seed=seed,
-            tta={"none": None, "flip": "flip"}.get(tta, tta),
+            tta=None if tta == "none" else tta,
             **kwargs,
         )
         self.flip_choice = ensemble.flip_choice

@@ -20,7 +20,7 @@ from ..strategies import StrategyChoice, choose_strategy
 from ._inputs import Data, labelled_probas
 from ._tta import MirrorOnly
 
-__all__ = ["FlipChoice", "fit_combination_and_flip"]
+__all__ = ["FlipChoice", "choose_combination", "fit_combination_and_flip"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class FlipChoice:
         )
 
 
-def _choose(
+def choose_combination(
     probs: torch.Tensor,
     labels: torch.Tensor,
     combine: str,
@@ -58,6 +58,8 @@ def _choose(
     folds: int,
     seed: int,
 ) -> StrategyChoice:
+    """``combine`` (a candidate's name) fitted on ``probs``, or, for ``"auto"``, the candidate with
+    the best cross-fitted ``metric`` (:func:`~ensemblenet.strategies.choose_strategy`)."""
     if combine == "auto":
         return choose_strategy(probs, labels, candidates, metric=metric, folds=folds, seed=seed)
     return StrategyChoice.given(combine, probs, labels, candidates)
@@ -79,8 +81,8 @@ def fit_combination_and_flip(
     mirrored, _, valid_mirrored, _ = labelled_probas(members, MirrorOnly(), data, "fit_combination", **kwargs)
     keep = valid & valid_mirrored
     plain, mirrored, labels = plain[:, keep].double(), mirrored[:, keep].double(), labels[keep]
-    without = _choose(plain, labels, combine, candidates, metric, folds, seed)
-    with_flip = _choose((plain + mirrored) / 2, labels, combine, candidates, metric, folds, seed)
+    without = choose_combination(plain, labels, combine, candidates, metric, folds, seed)
+    with_flip = choose_combination((plain + mirrored) / 2, labels, combine, candidates, metric, folds, seed)
     score_plain, score_flip = without.scores[without.name], with_flip.scores[with_flip.name]
     flip = score_flip < score_plain  # a tie keeps the cheaper prediction
     decision = FlipChoice(flip=flip, score_plain=score_plain, score_flip=score_flip, metric=without.metric)

@@ -38,7 +38,7 @@ from ..strategies import (
     resolve_strategy,
     strategy_name,
 )
-from ._combination import FlipChoice, fit_combination_and_flip
+from ._combination import FlipChoice, choose_combination, fit_combination_and_flip
 from ._files import read_ensemble, save_ensemble
 from ._inputs import Data, labelled_probas, run_members, to_inputs
 from ._members import check_fitted, check_members, combine_probas
@@ -328,10 +328,7 @@ class Ensemble:
             self.tta = resolve_tta(tta)
         probs, labels, valid, _ = labelled_probas(self.members, self.tta, data, "fit_combination", **kwargs)
         probs, labels = probs[:, valid].double(), labels[valid]
-        if combine == "auto":
-            choice = choose_strategy(probs, labels, candidates, metric=metric, folds=folds, seed=seed)
-        else:
-            choice = StrategyChoice.given(combine, probs, labels, candidates)
+        choice = choose_combination(probs, labels, combine, candidates, metric, folds, seed)
         self.strategy = choice.strategy
         return choice
 
