@@ -10,6 +10,11 @@ the reference notebook's 2 epochs (``--bn-epochs``) instead of the recipe's.
     python benchmarks/partial_finetune.py --limit 2000 --recipe strong
     python benchmarks/partial_finetune.py --limit 2000 --backbones timm:tf_efficientnet_lite0 --cuts 1,2
 
+``--split RUN/split.json`` uses a saved split as it is (e.g. the full-folder run's, so the
+candidates compare with that run's members); ``--lr-scale 0.1`` trains the stages at a tenth of
+the head's learning rate (``FreezeStages(-k, backbone_lr_scale=0.1)``); ``--no-head-only`` leaves
+out the head-only candidate when that run already trained it on the same split.
+
 Prints one Markdown table per backbone and one JSON document (with the hardware).
 """
 
@@ -24,6 +29,7 @@ from typing import Any
 from _common import DATA, REPO, hardware
 
 from ensemblenet import FreezeStages, choose_freeze, scan_folder
+from ensemblenet.data import load_split
 
 
 def main() -> None:
@@ -37,18 +43,30 @@ def main() -> None:
     parser.add_argument(
         "--bn-epochs", type=int, default=2, help="epochs of the bn_only candidate (0: skip it)"
     )
+    parser.add_argument("--split", type=Path, help="a saved split.json to use instead of cutting --data")
+    parser.add_argument(
+        "--lr-scale", type=float, default=1.0, help="backbone_lr_scale of the stage candidates"
+    )
+    parser.add_argument("--no-head-only", action="store_true", help="leave out the head_only candidate")
     parser.add_argument("--recipe", default="strong")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "partial_finetune")
     args = parser.parse_args()
 
-    samples = scan_folder(args.data)
-    if args.limit:
-        samples = samples.limit(min(args.limit, len(samples)), seed=args.seed)
-    candidates: list[Any] = ["head_only", *(FreezeStages(-int(k)) for k in args.cuts.split(",") if k)]
+    if args.split:
+        samples: Any = load_split(args.split)
+    else:
+        samples = scan_folder(args.data)
+        if args.limit:
+            samples = samples.limit(min(args.limit, len(samples)), seed=args.seed)
+    stages = [FreezeStages(-int(k), backbone_lr_scale=args.lr_scale) for k in args.cuts.split(",") if k]
+    candidates: list[Any] = [*([] if args.no_head_only else ["head_only"]), *stages]
     if args.bn_epochs:
         candidates.append(("bn_only", {"epochs": args.bn_epochs}))
-    results: dict[str, Any] = {"hardware": hardware(), "limit": args.limit, "recipe": args.recipe, "runs": {}}
+    results: dict[str, Any] = {
+        "hardware": hardware(), "limit": args.limit, "split": str(args.split or ""), "recipe": args.recipe,
+        "runs": {},
+    }  # fmt: skip
     for backbone in args.backbones.split(","):
         started = time.perf_counter()
         choice = choose_freeze(

@@ -67,3 +67,4 @@ def test_labels_show_settings_that_differ_from_the_defaults() -> None:
 
     assert freeze_label(FreezeUnfreeze(freeze_epochs=2)) == "freeze_unfreeze(freeze_epochs=2)"
     assert freeze_label(FreezeStages(1)) == "freeze_stages(1)"
+    assert freeze_label(FreezeStages(-1, backbone_lr_scale=0.1)) == "freeze_stages(-1, backbone_lr_scale=0.1)"

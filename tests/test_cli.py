@@ -286,6 +286,30 @@ def test_ensemble_choose_picks_on_validation_and_saves_the_winner(
     assert_one_line_error(code, err, "--choose", "--val FOLDER")
 
 
+def test_ensemble_choose_with_tta_auto_decides_flip_on_validation_and_saves_it(
+    tmp_path: Path, folder: Path, model: Path
+) -> None:
+    from ensemblenet import Ensemble
+
+    other = model_file(tmp_path / "other.pt", seed=1)
+    ens = tmp_path / "ens.pt"
+    args = ("ensemble", model, other, "--val", folder, "--choose", "--tta", "auto", "-o", ens, "--json", "-q")
+    code, out, _ = run(*args)
+    assert code == 0
+    doc = json.loads(out)
+    library = Ensemble.from_checkpoints([model, other])
+    expected = library.fit_combination(folder, "auto", tta="auto", progress=False)
+    assert library.flip_choice is not None and doc["flip_tta"] == library.flip_choice.to_dict()
+    assert doc["choice"]["chosen"] == expected.name == doc["strategy"]
+    saved = Ensemble.load(ens)
+    assert (saved.tta is not None) == library.flip_choice.flip  # the decision travels with the file
+    torch.testing.assert_close(
+        saved.predict_proba(folder, progress=False), library.predict_proba(folder, progress=False)
+    )
+    code, _, err = run("ensemble", model, other, "--val", folder, "--tta", "auto", "-q")
+    assert_one_line_error(code, err, "--tta auto", "add --choose")
+
+
 def test_parser_defaults_come_from_the_recipe_as_in_finetune() -> None:
     """Every training setting defaults to None (the recipe's value), exactly as finetune()'s arguments."""
     import inspect

@@ -169,3 +169,42 @@ def test_head_only_caches_any_backbone_even_one_whose_stages_are_unknown() -> No
     prefix, rest = split_backbone(model, None)
     x = torch.rand(2, 3, 8, 8)
     assert torch.equal(rest(prefix(x)), model(x))
+
+
+def test_trainable_stages_learn_at_their_share_of_the_learning_rate(tmp_path: Path) -> None:
+    """One Adam step moves each parameter by about its group's learning rate (|m / sqrt(v)| = 1 on
+    the first step), so the trainable stage moves ~10x less than the head at backbone_lr_scale=0.1,
+    and the frozen prefix not at all."""
+    samples = _samples(tmp_path)
+    lr = 1e-2
+    moved: dict[float, tuple[float, float, float]] = {}
+    probe = make_tiny_model(classes=samples.classes, seed=1)
+    n = len(backbone_stages(probe.backbone)[0])  # the last stage with weights (pooling stages have none)
+    k = next(k for k in range(1, n + 1) if list(split_backbone(probe.backbone, -k)[1].parameters()))
+    for scale in (1.0, 0.1):
+        model = make_tiny_model(classes=samples.classes, seed=1)
+        prefix, rest = split_backbone(model.backbone, -k)
+        before = [
+            p.detach().clone() for p in (*prefix.parameters(), *rest.parameters(), *model.head.parameters())
+        ]
+        trainer = Trainer(
+            TrainConfig(epochs=1, lr=lr, batch_size=len(samples), progress=False, schedule="constant"),
+            freeze=FreezeStages(-k, backbone_lr_scale=scale),
+        )
+        fit_with_feature_cache(trainer, model, samples, dtype=torch.float32)
+        after = [p.detach() for p in (*prefix.parameters(), *rest.parameters(), *model.head.parameters())]
+        n_prefix, n_rest = len(list(prefix.parameters())), len(list(rest.parameters()))
+        steps = [float((a - b).abs().max()) for a, b in zip(after, before, strict=True)]
+        moved[scale] = (
+            max(steps[:n_prefix], default=0.0),
+            max(steps[n_prefix : n_prefix + n_rest]),
+            max(steps[n_prefix + n_rest :]),
+        )
+    for scale, (prefix_step, stage_step, head_step) in moved.items():
+        assert prefix_step == 0.0
+        assert head_step == pytest.approx(lr, rel=0.05)
+        assert stage_step == pytest.approx(lr * scale, rel=0.05)
+    with pytest.raises(ConfigError, match=r"backbone_lr_scale.*\(0, 1\]"):
+        FreezeStages(-1, backbone_lr_scale=0.0)
+    with pytest.raises(ConfigError, match="backbone_lr_scale"):
+        FreezeStages(-1, backbone_lr_scale=True)  # type: ignore[arg-type]

@@ -34,7 +34,8 @@ __all__ = ["FreezeChoice", "choose_freeze", "freeze_label"]
 
 def freeze_label(policy: str | FreezePolicy) -> str:
     """A short name for a policy: its registered name, with the settings that differ from the
-    defaults (a stage count always): ``"head_only"``, ``"freeze_stages(-1)"``, ``"bn_only"``..."""
+    defaults (a stage count always): ``"head_only"``, ``"freeze_stages(-1)"``,
+    ``"freeze_stages(-1, backbone_lr_scale=0.1)"``, ``"bn_only"``..."""
     resolved = resolve_freeze(policy)
     config = policy_config(resolved)
     try:
@@ -44,9 +45,9 @@ def freeze_label(policy: str | FreezePolicy) -> str:
     shown = {k: v for k, v in config.items() if k != "name" and (k == "stages" or defaults.get(k) != v)}
     if not shown:
         return str(config["name"])
-    if list(shown) == ["stages"]:
-        return f"{config['name']}({shown['stages']})"
-    return f"{config['name']}(" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")"
+    arguments = [str(shown.pop("stages"))] if "stages" in shown else []  # positional, as it is written
+    arguments += [f"{k}={v}" for k, v in shown.items()]
+    return f"{config['name']}(" + ", ".join(arguments) + ")"
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ def choose_freeze(
     results: dict[str, FinetuneResult] = {}
     losses: dict[str, float] = {}
     for label, (policy, overrides) in zip(labels, policies, strict=True):
-        name = label.replace("(", "").replace(")", "").replace(", ", "-")
+        name = label.replace("(", "").replace(")", "").replace(", ", "-").replace("backbone_lr_scale=", "lr")
         out = Path(out_dir) / f"{file_stem(backbone)}.{name}.pt"
         settings = {**finetune_kwargs, **overrides}
         result = finetune(backbone, splits, freeze=policy, out=out, seed=seed, name=label, **settings)

@@ -20,7 +20,14 @@ def _cmd_ensemble(args: argparse.Namespace, con: Console) -> int:
         raise ConfigError(
             f"'ensemble' fits on validation images: use --split val RUN_DIR, not {args.split[0]!r}"
         )
-    ensemble = _load_ensemble(args.models, args.strategy, args.weights, args.tta, trust_code=args.trust_code)
+    flip_auto = args.tta == "auto"  # decided on validation with the combination, like a recipe's tta="auto"
+    if flip_auto and not args.choose:
+        raise ConfigError(
+            "--tta auto decides flip test-time augmentation on validation together with the combination: "
+            "add --choose (and --val FOLDER or --split val RUN_DIR), or give --tta flip"
+        )
+    tta = None if flip_auto else args.tta
+    ensemble = _load_ensemble(args.models, args.strategy, args.weights, tta, trust_code=args.trust_code)
     progress = not con.quiet
     fitted: list[float] | None = None
     choice = None
@@ -30,7 +37,7 @@ def _cmd_ensemble(args: argparse.Namespace, con: Console) -> int:
                 "--choose picks the strategy itself (mean, weighted or calibrated) on validation data: "
                 "give --val FOLDER and leave out --strategy, --weights and --calibrate"
             )
-        choice = ensemble.choose_strategy(val, progress=progress)
+        choice = ensemble.fit_combination(val, "auto", tta="auto" if flip_auto else "keep", progress=progress)
     elif val is not None and fittable_strategy(ensemble.strategy) is not None:
         fitted = [float(w) for w in ensemble.fit_weights(val, progress=progress)]
     if args.calibrate:
@@ -48,6 +55,8 @@ def _cmd_ensemble(args: argparse.Namespace, con: Console) -> int:
     con.say(repr(ensemble) + (f"\nfitted weights: {fitted}" if fitted else ""))
     if choice is not None:
         con.say(str(choice))
+    if ensemble.flip_choice is not None:
+        con.say(str(ensemble.flip_choice))
     if evaluation is not None:
         con.say(str(evaluation))
     if args.out is not None:
@@ -60,6 +69,7 @@ def _cmd_ensemble(args: argparse.Namespace, con: Console) -> int:
             "strategy": strategy_name(ensemble.strategy),
             "weights": fitted or None,
             "choice": None if choice is None else {"chosen": choice.name, "log_loss_oof": choice.scores},
+            "flip_tta": None if ensemble.flip_choice is None else ensemble.flip_choice.to_dict(),
             "validation": evaluation.to_dict() if evaluation is not None else None,
         }
     )

@@ -308,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble.add_argument(
         "--choose",
         action="store_true",
-        help="choose mean, weighted or calibrated on --val by 5-fold cross-fitted log-loss",
+        help="choose mean, weighted or calibrated on --val by 5-fold cross-fitted log-loss "
+        "(with --tta auto: also whether flip TTA lowers it)",
     )
     ensemble.add_argument(
         "--out", "-o", help="where to save the ensemble (one file, for -m in other commands)"

@@ -98,14 +98,21 @@ class FreezePolicy:
 
     def param_groups(self, model: nn.Module) -> list[ParamGroup]:
         """Parameter groups for the optimizer (default: backbone and head at the full rate)."""
-        return [
-            ParamGroup(name="backbone", params=list(_part(model, "backbone").parameters()), lr_scale=1.0),
-            ParamGroup(name="head", params=list(_part(model, "head").parameters()), lr_scale=1.0),
-        ]
+        return backbone_and_head_groups(model, 1.0)
 
     def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
         """Set trainable flags and BatchNorm modes for ``epoch`` (``model`` is in train mode)."""
         set_trainable(model, True)
+
+
+def backbone_and_head_groups(model: nn.Module, backbone_lr_scale: float) -> list[ParamGroup]:
+    """The backbone at ``backbone_lr_scale`` times the learning rate, the head at the full rate."""
+    return [
+        ParamGroup(
+            name="backbone", params=list(_part(model, "backbone").parameters()), lr_scale=backbone_lr_scale
+        ),
+        ParamGroup(name="head", params=list(_part(model, "head").parameters()), lr_scale=1.0),
+    ]
 
 
 def _part(model: nn.Module, name: str) -> nn.Module:
@@ -176,11 +183,7 @@ class FreezeUnfreeze(FreezePolicy):
             raise ConfigError(f"backbone_lr_scale must be in (0, 1], got {self.backbone_lr_scale!r}")
 
     def param_groups(self, model: nn.Module) -> list[ParamGroup]:
-        backbone, head = _part(model, "backbone"), _part(model, "head")
-        return [
-            ParamGroup(name="backbone", params=list(backbone.parameters()), lr_scale=self.backbone_lr_scale),
-            ParamGroup(name="head", params=list(head.parameters()), lr_scale=1.0),
-        ]
+        return backbone_and_head_groups(model, float(self.backbone_lr_scale))
 
     def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
         if epoch < self.freeze_epochs:
@@ -199,9 +202,15 @@ class FreezeStages(FreezePolicy):
     compute it once. Stages are defined per backbone family in :func:`~ensemblenet.models.split_backbone`.
     A negative count is counted from the end: ``FreezeStages(-1)`` trains the last stage (and the
     head) of any backbone, ``FreezeStages(-2)`` the last two.
+
+    ``backbone_lr_scale`` multiplies the learning rate of the trainable stages (the head keeps the
+    full rate), as in :class:`FreezeUnfreeze`: pretrained stages need smaller steps than a new head,
+    and at the head's rate they overfit a cached prefix within an epoch or two
+    (``FreezeStages(-1, backbone_lr_scale=0.1)``).
     """
 
     stages: int = 1
+    backbone_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.stages, bool) or not isinstance(self.stages, int):
@@ -209,6 +218,15 @@ class FreezeStages(FreezePolicy):
                 f"FreezeStages.stages must be an int (k: freeze the first k stages; -k: all but the last k), "
                 f"got {self.stages!r}"
             )
+        scale = self.backbone_lr_scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0.0 < float(scale) <= 1.0:
+            raise ConfigError(
+                f"FreezeStages.backbone_lr_scale must be a number in (0, 1] (the trainable stages' share "
+                f"of the learning rate; e.g. 0.1), got {scale!r}"
+            )
+
+    def param_groups(self, model: nn.Module) -> list[ParamGroup]:
+        return backbone_and_head_groups(model, float(self.backbone_lr_scale))
 
     def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
         backbone = getattr(model, "backbone", None)
