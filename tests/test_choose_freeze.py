@@ -68,3 +68,40 @@ def test_labels_show_settings_that_differ_from_the_defaults() -> None:
     assert freeze_label(FreezeUnfreeze(freeze_epochs=2)) == "freeze_unfreeze(freeze_epochs=2)"
     assert freeze_label(FreezeStages(1)) == "freeze_stages(1)"
     assert freeze_label(FreezeStages(-1, backbone_lr_scale=0.1)) == "freeze_stages(-1, backbone_lr_scale=0.1)"
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        FreezeStages(-1),
+        FreezeStages(-2, backbone_lr_scale=0.1),
+        FreezeStages(3),
+        "head_only",
+        "bn_only",
+        "none",
+    ],
+)
+def test_a_label_reads_back_as_the_same_policy(policy: object) -> None:
+    from ensemblenet.models import parse_freeze, resolve_freeze
+
+    label = freeze_label(policy)  # type: ignore[arg-type]
+    assert parse_freeze(label) == resolve_freeze(policy)  # type: ignore[arg-type]
+    assert resolve_freeze(label) == resolve_freeze(policy)  # type: ignore[arg-type]
+
+
+def test_unreadable_freeze_strings_name_the_form_and_the_fix() -> None:
+    from ensemblenet import FreezeUnfreeze
+    from ensemblenet.errors import UnknownNameError
+    from ensemblenet.models import parse_freeze
+
+    assert parse_freeze(" freeze_unfreeze(2, backbone_lr_scale=0.5) ") == FreezeUnfreeze(2, 0.5)
+    with pytest.raises(ConfigError, match=r"freeze='freeze_stages\(-1' is not NAME or NAME\(ARG"):
+        parse_freeze("freeze_stages(-1")
+    with pytest.raises(ConfigError, match="literals"):
+        parse_freeze("freeze_stages(x)")
+    with pytest.raises(ConfigError, match=r"takes \['stages', 'backbone_lr_scale'\]"):
+        parse_freeze("freeze_stages(lr=0.1)")
+    with pytest.raises(UnknownNameError, match="Did you mean 'freeze_stages'"):  # and lists the names
+        parse_freeze("freeze_stagez(-1)")
+    with pytest.raises(ConfigError, match="backbone_lr_scale"):  # the policy's own check still runs
+        parse_freeze("freeze_stages(-1, backbone_lr_scale=2)")

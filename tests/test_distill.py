@@ -246,6 +246,35 @@ def test_cli_distill_writes_a_student_and_a_report_and_refuses_to_overwrite(
         assert "--overwrite" in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
 
 
+def test_cli_distill_adapts_the_students_last_stage_when_told(folder: Path, tmp_path: Path) -> None:
+    import io
+
+    from ensemblenet.cli import main
+    from ensemblenet.models import split_backbone
+
+    with registered_tiny_source("tinyd"):
+        teacher = save_ensemble(_teacher(("cats", "dogs")), tmp_path / "teacher.ens")
+        argv = [
+            "distill", "-m", str(teacher), str(folder), "--student", "tinyd:8", "--student-weights", "none",
+            "--head", "linear", "--epochs", "2", "--freeze",
+            "freeze_stages(-5, backbone_lr_scale=0.5)", "--out", str(tmp_path / "student.pt"), "-q",
+        ]  # fmt: skip
+        err = io.StringIO()
+        assert main(argv, stdout=io.StringIO(), stderr=err) == 0, err.getvalue()
+        # (-5: the tiny backbone's last three stages, ReLU, pooling and flatten, have no weights)
+        torch.manual_seed(0)  # distill seeds the student's initial weights with its seed (0)
+        start = create_model("tinyd:8", ("cats", "dogs"), head="linear", weights=None)
+        trained = load_model(tmp_path / "student.pt")
+    start_prefix, start_rest = split_backbone(start.backbone, -5)
+    prefix, rest = split_backbone(trained.backbone, -5)
+    for before, after in zip(start_prefix.parameters(), prefix.parameters(), strict=True):
+        assert torch.equal(before, after)  # the cached prefix stayed frozen
+    assert any(
+        not torch.equal(before, after)
+        for before, after in zip(start_rest.parameters(), rest.parameters(), strict=True)
+    )  # the last stages learned
+
+
 def test_an_unknown_monitor_is_refused_by_name(folder: Path, tmp_path: Path) -> None:
     with registered_tiny_source("tinyd"):
         teacher = _teacher(("cats", "dogs"))

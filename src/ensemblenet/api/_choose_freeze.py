@@ -25,29 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..models import FreezePolicy, policy_config, resolve_freeze
+from ..models import FreezePolicy, freeze_label
 from ._finetune import FinetuneResult, file_stem, finetune
 from ._splits import resolve_splits
 
 __all__ = ["FreezeChoice", "choose_freeze", "freeze_label"]
-
-
-def freeze_label(policy: str | FreezePolicy) -> str:
-    """A short name for a policy: its registered name, with the settings that differ from the
-    defaults (a stage count always): ``"head_only"``, ``"freeze_stages(-1)"``,
-    ``"freeze_stages(-1, backbone_lr_scale=0.1)"``, ``"bn_only"``..."""
-    resolved = resolve_freeze(policy)
-    config = policy_config(resolved)
-    try:
-        defaults = policy_config(type(resolved)())
-    except TypeError:  # a policy class with required arguments: show every setting
-        defaults = {}
-    shown = {k: v for k, v in config.items() if k != "name" and (k == "stages" or defaults.get(k) != v)}
-    if not shown:
-        return str(config["name"])
-    arguments = [str(shown.pop("stages"))] if "stages" in shown else []  # positional, as it is written
-    arguments += [f"{k}={v}" for k, v in shown.items()]
-    return f"{config['name']}(" + ", ".join(arguments) + ")"
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ def _cmd_distill(args: argparse.Namespace, con: Console) -> int:
         student=args.student,
         weights=args.student_weights,
         head=args.head,
+        freeze=args.freeze,
         temperature=args.temperature,
         hard_weight=args.hard_weight,
         epochs=args.epochs,

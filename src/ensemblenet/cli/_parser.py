@@ -112,7 +112,11 @@ def _training_options(parser: argparse.ArgumentParser) -> None:
         help="starting weights: DEFAULT, a weights name, a local file, or none (random init)",
     )
     recipe.add_argument("--head", help="linear or mlp (Linear(n,512)->Linear(512,C))")
-    recipe.add_argument("--freeze", help="head_only, bn_only, none, freeze_unfreeze, freeze_stages")
+    recipe.add_argument(
+        "--freeze",
+        help="head_only, bn_only, none, freeze_unfreeze, or a policy with settings, e.g. "
+        "'freeze_stages(-1, backbone_lr_scale=0.1)' (train the last stage at a tenth of the head's rate)",
+    )
     recipe.add_argument("--epochs", type=_positive_int)
     recipe.add_argument("--lr", type=float)
     recipe.add_argument("--optimizer", help="adam, adamw, sgd")
@@ -423,6 +427,12 @@ def _distill_parser(sub: Any, common: argparse.ArgumentParser, fmt: Any) -> None
         help="the student's starting weights: DEFAULT, a weights name, a local file, or none",
     )
     parser.add_argument("--head", default="mlp", help="the student's head: linear or mlp (default: mlp)")
+    parser.add_argument(
+        "--freeze",
+        default="head_only",
+        help="what stays frozen (its prefix is cached): head_only (default) or e.g. "
+        "'freeze_stages(-1, backbone_lr_scale=0.1)' to adapt the student's last stage too",
+    )
     parser.add_argument("--temperature", type=float, default=2.0, help="softening temperature (default 2)")
     parser.add_argument(
         "--hard-weight",

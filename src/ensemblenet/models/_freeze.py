@@ -33,6 +33,7 @@ LastStage()
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 from collections.abc import Iterator
 from typing import Any, TypedDict
@@ -53,6 +54,8 @@ __all__ = [
     "NoFreeze",
     "ParamGroup",
     "batchnorm_modules",
+    "freeze_label",
+    "parse_freeze",
     "policy_config",
     "register_freeze_policy",
     "resolve_freeze",
@@ -241,9 +244,10 @@ class FreezeStages(FreezePolicy):
 
 
 def resolve_freeze(policy: str | FreezePolicy) -> FreezePolicy:
-    """``"bn_only"`` -> ``BatchNormOnly()``; a policy object is returned as is."""
+    """``"bn_only"`` -> ``BatchNormOnly()``, ``"freeze_stages(-1)"`` -> ``FreezeStages(-1)`` (see
+    :func:`parse_freeze`); a policy object is returned as is."""
     if isinstance(policy, str):
-        return FREEZE_POLICIES.get(policy)()  # type: ignore[no-any-return]
+        return parse_freeze(policy)
     if isinstance(policy, FreezePolicy) or (
         callable(getattr(policy, "on_epoch_start", None)) and callable(getattr(policy, "param_groups", None))
     ):
@@ -259,3 +263,55 @@ def policy_config(policy: FreezePolicy) -> dict[str, Any]:
     name = FREEZE_POLICIES.name_of(policy) or type(policy).__name__
     settings: dict[str, Any] = dataclasses.asdict(policy) if dataclasses.is_dataclass(policy) else {}
     return {"name": name, **settings}  # type: ignore[dict-item]
+
+
+def parse_freeze(text: str) -> FreezePolicy:
+    """A policy from its name, or its name called with settings as :func:`freeze_label` writes them:
+    ``"head_only"``, ``"freeze_stages(-1)"``, ``"freeze_stages(-1, backbone_lr_scale=0.1)"``,
+    ``"freeze_unfreeze(freeze_epochs=2)"``. Arguments are Python literals (numbers, strings); the
+    first positional one is the policy's first setting. So one string names a policy in a recipe,
+    on the command line (``--freeze``) and in a table.
+
+    >>> parse_freeze("freeze_stages(-1, backbone_lr_scale=0.1)")
+    FreezeStages(stages=-1, backbone_lr_scale=0.1)
+    """
+    form = "NAME or NAME(ARG, KEY=VALUE, ...), e.g. 'freeze_stages(-1, backbone_lr_scale=0.1)'"
+    try:
+        tree = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError:
+        raise ConfigError(f"freeze={text!r} is not {form}") from None
+    if isinstance(tree, ast.Name):
+        return FREEZE_POLICIES.get(tree.id)()  # type: ignore[no-any-return]
+    if not (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name)):
+        raise ConfigError(f"freeze={text!r} is not {form}")
+    cls = FREEZE_POLICIES.get(tree.func.id)
+    try:
+        args = [ast.literal_eval(a) for a in tree.args]
+        kwargs = {k.arg: ast.literal_eval(k.value) for k in tree.keywords if k.arg is not None}
+    except ValueError:
+        raise ConfigError(
+            f"freeze={text!r}: the settings must be literals (numbers, strings); {form}"
+        ) from None
+    try:
+        return cls(*args, **kwargs)  # type: ignore[no-any-return]
+    except TypeError as error:
+        fields = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+        raise ConfigError(f"freeze={text!r}: {error}; {tree.func.id} takes {fields}") from None
+
+
+def freeze_label(policy: str | FreezePolicy) -> str:
+    """A short name for a policy that :func:`parse_freeze` reads back: its registered name, with the
+    settings that differ from the defaults (a stage count always, first): ``"head_only"``,
+    ``"freeze_stages(-1)"``, ``"freeze_stages(-1, backbone_lr_scale=0.1)"``, ``"bn_only"``..."""
+    resolved = resolve_freeze(policy)
+    config = policy_config(resolved)
+    try:
+        defaults = policy_config(type(resolved)())
+    except TypeError:  # a policy class with required arguments: show every setting
+        defaults = {}
+    shown = {k: v for k, v in config.items() if k != "name" and (k == "stages" or defaults.get(k) != v)}
+    if not shown:
+        return str(config["name"])
+    arguments = [repr(shown.pop("stages"))] if "stages" in shown else []  # positional, as it is written
+    arguments += [f"{k}={v!r}" for k, v in shown.items()]
+    return f"{config['name']}(" + ", ".join(arguments) + ")"
