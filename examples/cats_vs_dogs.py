@@ -61,6 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1...")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for training")
+    parser.add_argument("--feature-store", help="keep frozen features in this folder for later runs")
     parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples for the CIs")
     parser.add_argument("--out", type=Path, help="report folder (default runs/cats_vs_dogs-RECIPE)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or epoch tables")
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         progress=progress,
         device=device,
         num_workers=args.workers,
+        feature_store=args.feature_store,
     )
     ensemble = run.ensemble(progress=progress, device=device)  # the recipe's combination, fitted on val
     report = run.report(
@@ -131,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"refitted on train + validation: test accuracy {meta['refit']['accuracy']:.4f}")
     if args.distill:  # one model trained on the ensemble's probabilities, scored on the same test split
         # The student gets the members' head and weight decay (the strong recipe's do not memorize).
-        settings = {"head": recipe.head, "weight_decay": recipe.weight_decay, "progress": progress}
+        settings = {"head": recipe.head, "weight_decay": recipe.weight_decay, "progress": progress,
+                    "feature_store": args.feature_store}  # fmt: skip
         student = distill(ensemble, run.splits, student=args.distill, out=args.out / "student.pt", **settings)
         print(student.table())
         meta["distillation"] = student.to_dict()

@@ -159,6 +159,7 @@ def distill(
     seed: int = 0,
     out: str | os.PathLike[str] | None = None,
     config: TrainConfig | None = None,
+    feature_store: str | os.PathLike[str] | None = None,
     progress: bool = True,
     device: str = "auto",
     trust_code: bool = False,
@@ -183,6 +184,9 @@ def distill(
             ``seed`` and ``flips`` are applied on top of it.
         flips: cache the features of mirrored images too and train on a random view per image
             (each view learns its image's teacher probabilities).
+        feature_store: a folder that keeps the student's frozen features between runs
+            (:class:`~ensemblenet.training.FeatureStore`); a student whose backbone and weights
+            are a head-only member's reads that member's features when it used the same folder.
         patience: stop when ``monitor`` has not improved for this many epochs (None: never).
         monitor: which epoch is kept: ``"val_loss"`` (log-loss against the true labels on the
             validation split: the student that classifies best; the default) or ``"train_loss"``
@@ -208,6 +212,8 @@ def distill(
         seed=seed,
         augment=flips,
     )
+    if feature_store is not None:
+        cfg = dataclasses.replace(cfg, feature_store=str(feature_store))
     parts = resolve_splits(data, split=split, seed=cfg.seed)
     if parts["train"].classes != teacher.classes:
         raise ClassMismatchError(

@@ -146,6 +146,7 @@ def finetune(
     precision: str | None = None,
     num_workers: int | None = None,
     cache_dir: str | None = None,
+    feature_store: str | os.PathLike[str] | None = None,
     tensorboard: str | os.PathLike[str] | None = None,
     name: str | None = None,
     stream: IO[str] | None = None,
@@ -188,6 +189,9 @@ def finetune(
         patience: stop early when the validation loss has not improved for this many epochs.
         state_path, resume: keep a resumable state after every epoch; continue from one.
         device, precision, num_workers, cache_dir: run settings (see :class:`TrainConfig`).
+        feature_store: a folder that keeps the frozen-feature cache's features between runs
+            (:class:`~ensemblenet.training.FeatureStore`): a rerun, a refit or another head on the
+            same images reads them instead of running the frozen backbone again.
         tensorboard: also write TensorBoard scalars to this folder (``ensemblenet[tensorboard]``).
         name: the label of progress bars and epoch lines (``train_ensemble`` passes the member's).
         stream: where the epoch table goes (default ``sys.stdout``).
@@ -208,6 +212,7 @@ def finetune(
     )  # fmt: skip
     run: dict[str, Any] = {"seed": seed, "progress": progress, "device": device, "precision": precision}
     run |= {"num_workers": num_workers, "cache_dir": cache_dir, "label": name}
+    run |= {"feature_store": None if feature_store is None else str(feature_store)}
     run = {k: v for k, v in run.items() if v is not None}
     if config is None:
         cfg = chosen.train_config(**run)

@@ -53,6 +53,7 @@ def _cmd_distill(args: argparse.Namespace, con: Console) -> int:
         out=out,
         progress=not con.quiet,
         device=args.device,
+        feature_store=args.feature_store,
     )
     document = {"command": "distill", "models": list(args.model), "student": args.student, **result.to_dict()}
     if args.report:

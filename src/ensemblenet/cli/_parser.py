@@ -151,6 +151,11 @@ def _training_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--num-workers", type=int, help="DataLoader worker processes (default 0)")
     run.add_argument("--precision", help="auto (bf16 on CUDA), fp32, bf16")
     run.add_argument("--cache-dir", help="decoded-image cache folder (decode and resize each image once)")
+    run.add_argument(
+        "--feature-store",
+        metavar="DIR",
+        help="keep frozen-backbone features here between runs; a rerun or refit on them reads them",
+    )
     run.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard scalars here")
 
 
@@ -427,6 +432,9 @@ def _distill_parser(sub: Any, common: argparse.ArgumentParser, fmt: Any) -> None
         help="the student's starting weights: DEFAULT, a weights name, a local file, or none",
     )
     parser.add_argument("--head", default="mlp", help="the student's head: linear or mlp (default: mlp)")
+    parser.add_argument(
+        "--feature-store", metavar="DIR", help="keep the student's frozen features here between runs"
+    )
     parser.add_argument(
         "--freeze",
         default="head_only",

@@ -15,7 +15,8 @@ from ._console import EXIT_OK, CommandInterrupted, Console
 _FINETUNE_OPTIONS = (
     "weights", "head", "freeze", "epochs", "lr", "batch_size", "optimizer", "schedule", "warmup",
     "weight_decay", "label_smoothing", "grad_clip", "augment", "feature_cache", "feature_views", "min_steps",
-    "refit", "limit", "patience", "num_workers", "precision", "cache_dir", "tensorboard",
+    "refit", "limit", "patience", "num_workers", "precision", "cache_dir", "feature_store",
+    "tensorboard",
 )  # fmt: skip
 
 

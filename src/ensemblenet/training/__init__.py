@@ -5,7 +5,8 @@ and data-parallel training under ``torchrun``.
 policy (from :mod:`ensemblenet.models`) says what trains each epoch; callbacks keep the best model
 and stop early; the state is saved after every epoch so an interrupted run resumes exactly. When
 the policy keeps a backbone prefix frozen in eval mode, :func:`fit_with_feature_cache` computes
-that prefix once and trains only the rest; with a teacher's probabilities as targets and a
+that prefix once and trains only the rest (a :class:`FeatureStore` keeps it on disk for the next
+run); with a teacher's probabilities as targets and a
 :class:`DistillationLoss` it distils an ensemble into one student.
 
 Training is visible while it runs: :class:`ProgressPrinter` prints an epoch table as each epoch
@@ -26,6 +27,7 @@ from ._feature_cache import (
     fit_with_feature_cache,
     frozen_stages,
 )
+from ._feature_store import FeatureStore, prefix_digest
 from ._history import EpochRecord, History
 from ._loggers import CSVLogger, ProgressPrinter, TensorBoardLogger, read_metrics_csv
 from ._schedules import SCHEDULES, lr_factor
@@ -44,6 +46,7 @@ __all__ = [
     "EarlyStopping",
     "EpochRecord",
     "FeatureCache",
+    "FeatureStore",
     "History",
     "ModelCheckpoint",
     "ProgressPrinter",
@@ -60,6 +63,7 @@ __all__ = [
     "is_main_process",
     "lr_factor",
     "pack_targets",
+    "prefix_digest",
     "read_metrics_csv",
     "resolve_device",
     "revert_sync_batchnorm",

@@ -46,6 +46,9 @@ class TrainConfig:
             while the machine was loaded, not when idle; see the performance docs.
         cache_dir: a folder for the decoded-image cache (see :class:`~ensemblenet.DecodedCache`): images are
             decoded and resized once, later epochs read ``uint8`` pixels from it. None: off.
+        feature_store: a folder where the frozen-feature cache keeps the frozen prefix's plain and
+            mirrored features between runs (see :class:`~ensemblenet.training.FeatureStore`): a later
+            run with the same prefix reads them instead of running the backbone. None: off.
         sync_batchnorm: under ``torchrun`` on GPUs, compute BatchNorm batch statistics over the global
             batch (``SyncBatchNorm``) instead of each rank's share; see :class:`~ensemblenet.DistContext`.
         label: a name shown in the progress bars (e.g. the ensemble member being trained).
@@ -69,6 +72,7 @@ class TrainConfig:
     progress: bool = True
     channels_last: bool = True
     cache_dir: str | None = None
+    feature_store: str | None = None
     sync_batchnorm: bool = False
     label: str = ""
 

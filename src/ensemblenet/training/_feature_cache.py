@@ -50,6 +50,7 @@ from ..engine import (
 from ..errors import ConfigError
 from ..models import FreezePolicy, FreezeStages, HeadOnly, TransferModel, split_backbone
 from ._distillation import pack_targets
+from ._feature_store import STORED_VIEWS, FeatureStore, prefix_digest
 from ._history import History
 from ._trainer import Trainer
 
@@ -115,12 +116,17 @@ def compute_features(
     views: int = 0,
     seed: int = 0,
     engine: EngineLike = "auto",
+    store: FeatureStore | None = None,
 ) -> FeatureCache:
     """Run the frozen prefix (``stages``; None = whole backbone) in eval mode over ``samples`` once.
 
     ``flips`` adds the mirrored images' features; ``augment`` (a preset name such as ``"light"``)
     with ``views`` adds that many augmented views per image, drawn from a generator seeded with
     ``seed`` (the same views for the same seed).
+
+    ``store`` (a :class:`~ensemblenet.training.FeatureStore`) reads the plain and mirrored
+    features of images it already holds for this exact prefix and adds the ones computed here;
+    the result is the same cache, row for row.
 
     ``engine`` runs the prefix (see :mod:`ensemblenet.engine`): ``"auto"`` is ONNX Runtime on a
     CPU when it is installed, else PyTorch. ``"onnxruntime-int8"`` needs an engine object with
@@ -135,8 +141,16 @@ def compute_features(
     if isinstance(chosen, TorchEngine):
         model.to(memory_format=torch.channels_last)  # same arithmetic, faster eager convolutions on CPU
     runner = prefix_runner(model, stages, chosen).prepare()  # export or find the graph outside inference_mode
+    # Randomly augmented views and int8 calibration depend on more than one image: never stored.
+    storable = isinstance(samples, Samples) and not getattr(chosen, "int8", False)
     with torch.inference_mode():
-        cache = _run_prefix(runner, model, samples, dtype, flips, batch_size, cache_dir, device, chosen)
+        if store is not None and storable:
+            digest = prefix_digest(model, stages, dtype, chosen.name)
+            cache = _stored_prefix(
+                store, digest, runner, model, samples, dtype, flips, batch_size, cache_dir, device, chosen
+            )
+        else:
+            cache = _run_prefix(runner, model, samples, dtype, flips, batch_size, cache_dir, device, chosen)
         if augment is not None and views > 0:
             extra = [
                 _augmented_view(
@@ -175,6 +189,48 @@ def _augmented_view(
         )
 
 
+def _stored_prefix(
+    store: FeatureStore,
+    digest: str,
+    runner: Runner,
+    model: TransferModel,
+    samples: Samples,
+    dtype: torch.dtype,
+    flips: bool,
+    batch_size: int,
+    cache_dir: str | None,
+    device: torch.device | str,
+    engine: Engine,
+) -> FeatureCache:
+    """:func:`_run_prefix` over the images ``store`` lacks; the rest read from it; merged in sample order."""
+    views = STORED_VIEWS[: 2 if flips else 1]
+    keys = [store.image_key(path) for path in samples.paths]
+    found = [store.lookup(digest, view, keys) for view in views]
+    stored = set(found[0]).intersection(*found[1:])  # an image counts as stored when every view is
+    missing = [i for i in range(len(samples)) if i not in stored]
+    rows: dict[int, list[torch.Tensor]] = {i: [f[i] for f in found] for i in stored}
+    skipped: list[int] = []
+    if missing:
+        computed = _run_prefix(
+            runner, model, samples.subset(missing), dtype, flips, batch_size, cache_dir, device, engine,
+            require_images=not stored,
+        )  # fmt: skip
+        original = [missing[int(i)] for i in computed.indices]
+        skipped = [missing[i] for i in computed.skipped]
+        for v, view in enumerate(views):
+            store.add(digest, view, [keys[i] for i in original], computed.features[v])
+        for r, i in enumerate(original):
+            rows[i] = [computed.features[v, r] for v in range(len(views))]
+    log.info("feature store: %d of %d images read, %d computed", len(stored), len(samples), len(missing))
+    order = sorted(rows)
+    return FeatureCache(
+        features=torch.stack([torch.stack([rows[i][v] for i in order]) for v in range(len(views))]),
+        labels=torch.tensor([samples.labels[i] for i in order], dtype=torch.int64),
+        indices=torch.tensor(order, dtype=torch.int64),
+        skipped=skipped,
+    )
+
+
 def _run_prefix(
     runner: Runner,
     model: TransferModel,
@@ -186,6 +242,8 @@ def _run_prefix(
     device: torch.device | str,
     engine: Engine,
     augment: str | None = None,
+    *,
+    require_images: bool = True,
 ) -> FeatureCache:
     chunks: list[list[torch.Tensor]] = [[] for _ in range(2 if flips else 1)]
     labels, indices, skipped = [], [], []
@@ -204,9 +262,12 @@ def _run_prefix(
         labels.append(batch.labels)
         indices.append(batch.indices)
     if not labels:
-        raise ConfigError(
-            f"none of the {len(samples)} images could be decoded, so there are no features to cache"
-        )
+        if require_images:
+            raise ConfigError(
+                f"none of the {len(samples)} images could be decoded, so there are no features to cache"
+            )
+        return FeatureCache(torch.empty(len(chunks), 0), torch.empty(0, dtype=torch.int64),
+                            torch.empty(0, dtype=torch.int64), skipped)  # fmt: skip
     return FeatureCache(
         features=torch.stack([torch.cat(chunk) for chunk in chunks]),
         labels=torch.cat(labels),
@@ -296,7 +357,9 @@ def fit_with_feature_cache(
     afterwards it takes images again.
 
     ``engine`` computes the features (see :mod:`ensemblenet.engine`; default ``"auto"``: ONNX
-    Runtime on a CPU when installed). With ``"onnxruntime-int8"`` the int8 prefix is calibrated
+    Runtime on a CPU when installed). With ``trainer.config.feature_store`` set, features of
+    images already computed for the same prefix by an earlier run are read from that folder
+    (:class:`~ensemblenet.training.FeatureStore`). With ``"onnxruntime-int8"`` the int8 prefix is calibrated
     on ``train`` (when it is a Samples) and used for ``val`` too.
 
     ``soft_targets`` (``(len(train), C)`` probabilities, rows in ``train``'s sample order, e.g. a
@@ -326,18 +389,19 @@ def fit_with_feature_cache(
     if views is not None and (isinstance(views, bool) or not isinstance(views, int) or views < 0):
         raise ConfigError(f"views must be an int >= 0 (augmented feature views per image), got {views!r}")
     chosen = _calibrated_on(resolve_engine(engine, device=device), train)
+    store = FeatureStore(cfg.feature_store) if cfg.feature_store else None
     if isinstance(train, FeatureCache):
         train_cache = train
     elif augmentation is None or augmentation.only_flips:
         train_cache = compute_features(
             model, train, stages, dtype=dtype, flips=augmentation is not None, cache_dir=cfg.cache_dir,
-            device=device, engine=chosen,
+            device=device, engine=chosen, store=store,
         )  # fmt: skip
     else:
         train_cache = compute_features(
             model, train, stages, dtype=dtype, cache_dir=cfg.cache_dir, device=device,
             augment=augmentation.name, views=DEFAULT_VIEWS if views is None else views, seed=cfg.seed,
-            engine=chosen,
+            engine=chosen, store=store,
         )  # fmt: skip
     log.info(
         "cached features %s of %d training images", tuple(train_cache.features.shape[2:]), len(train_cache)
@@ -359,7 +423,14 @@ def fit_with_feature_cache(
             val
             if isinstance(val, FeatureCache)
             else compute_features(
-                model, val, stages, dtype=dtype, cache_dir=cfg.cache_dir, device=device, engine=chosen
+                model,
+                val,
+                stages,
+                dtype=dtype,
+                cache_dir=cfg.cache_dir,
+                device=device,
+                engine=chosen,
+                store=store,
             )
         )
         val_loader = DataLoader(
