@@ -276,12 +276,12 @@ def parse_freeze(text: str) -> FreezePolicy:
     FreezeStages(stages=-1, backbone_lr_scale=0.1)
     """
     form = "NAME or NAME(ARG, KEY=VALUE, ...), e.g. 'freeze_stages(-1, backbone_lr_scale=0.1)'"
+    if "(" not in text:  # a bare name: the registry's error lists the names and suggests the nearest
+        return FREEZE_POLICIES.get(text.strip())()  # type: ignore[no-any-return]
     try:
         tree = ast.parse(text.strip(), mode="eval").body
     except SyntaxError:
         raise ConfigError(f"freeze={text!r} is not {form}") from None
-    if isinstance(tree, ast.Name):
-        return FREEZE_POLICIES.get(tree.id)()  # type: ignore[no-any-return]
     if not (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name)):
         raise ConfigError(f"freeze={text!r} is not {form}")
     cls = FREEZE_POLICIES.get(tree.func.id)
