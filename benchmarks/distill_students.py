@@ -3,8 +3,8 @@
 The teacher's probabilities on the training images (each member once) and on the scored split
 are kept in memory between the students (:meth:`ensemblenet.Ensemble.reuse_predictions`), so the
 second student costs only its own feature pass and training. Every student gets the recipe's
-head and weight decay (``--recipe strong``: a linear head after dropout 0.2, AdamW 0.01) and the
-run's own split (``RUN/split.json``: the members' training images only).
+head and training settings (``--recipe strong``: a linear head after dropout 0.2, AdamW with
+weight decay 0.01) and the run's own split (``RUN/split.json``: the members' training images only).
 
     python benchmarks/distill_students.py --run runs/cats_vs_dogs-strong-full \\
         --student "timm:tf_efficientnet_lite2" \\
@@ -56,7 +56,7 @@ def main() -> None:
         "--run", type=Path, required=True, help="a run folder with ensemble.pt and split.json"
     )
     parser.add_argument("--student", action="append", required=True, help="NAME [KEY=VALUE ...] (repeat)")
-    parser.add_argument("--recipe", default="strong", help="the students' head and weight decay come from it")
+    parser.add_argument("--recipe", default="strong", help="the students' head and training settings")
     parser.add_argument("--feature-store", help="keep the students' frozen features in this folder")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "distill_students")
     args = parser.parse_args()
@@ -72,7 +72,7 @@ def main() -> None:
     }
     for text in args.student:
         name, settings = parse_student(text)
-        options = {"head": recipe.head, "weight_decay": recipe.weight_decay, "progress": False, **settings}
+        options = {"recipe": recipe, "progress": False, **settings}
         if args.feature_store:
             options.setdefault("feature_store", args.feature_store)
         label = "-".join(shlex.split(text)).replace(":", "_").replace("'", "").replace(" ", "")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -273,6 +274,35 @@ def test_cli_distill_adapts_the_students_last_stage_when_told(folder: Path, tmp_
         not torch.equal(before, after)
         for before, after in zip(start_rest.parameters(), rest.parameters(), strict=True)
     )  # the last stages learned
+
+
+def test_the_student_takes_a_recipes_head_and_training_settings(folder: Path, tmp_path: Path) -> None:
+    from ensemblenet import Recipe, get_recipe
+    from ensemblenet.models import head_config, resolve_head
+
+    recipe = Recipe(
+        "doc-student", head={"name": "linear", "dropout": 0.3}, epochs=1, min_steps=7, batch_size=16
+    )
+    with registered_tiny_source("tinyd"):
+        teacher = _teacher(("cats", "dogs"))
+        kwargs: dict[str, Any] = {
+            "student": "tinyd:8",
+            "weights": None,
+            "progress": False,
+            "patience": None,
+        }
+        own = distill(teacher, folder, recipe=recipe, out=tmp_path / "own.pt", **kwargs)
+        strong = distill(teacher, folder, recipe="strong", epochs=2, out=tmp_path / "strong.pt", **kwargs)
+        distill(teacher, folder, epochs=1, out=tmp_path / "plain.pt", **kwargs)
+        heads = [load_model(tmp_path / f"{n}.pt").config.head for n in ("own", "strong", "plain")]
+    assert heads == [
+        head_config(resolve_head(recipe.head)),
+        head_config(resolve_head(get_recipe("strong").head)),
+        head_config(resolve_head("mlp")),  # the default recipe's ("fast")
+    ]
+    n_train = len(own.splits["train"])
+    assert len(own.history.records) == recipe.epochs_for(n_train) > recipe.epochs  # the recipe's step floor
+    assert len(strong.history.records) == 2  # an explicit epochs= is taken as given
 
 
 def test_an_unknown_monitor_is_refused_by_name(folder: Path, tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ from ..training import (
     resolve_device,
 )
 from ._finetune import file_stem, run_files
+from ._recipes import Recipe, get_recipe
 from ._splits import resolve_splits
 
 __all__ = ["TIMED_IMAGES", "DistillResult", "distill"]
@@ -144,14 +145,15 @@ def distill(
     *,
     student: str = "timm:tf_efficientnet_lite0",
     weights: str | os.PathLike[str] | None = "DEFAULT",
-    head: str | Head | Mapping[str, Any] = "mlp",
+    recipe: str | Recipe | None = None,
+    head: str | Head | Mapping[str, Any] | None = None,
     freeze: str | FreezePolicy = "head_only",
     temperature: float = 2.0,
     hard_weight: float = 0.0,
-    epochs: int = 10,
-    lr: float = 1e-3,
-    batch_size: int = 64,
-    weight_decay: float = 0.0,
+    epochs: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    weight_decay: float | None = None,
     flips: bool = True,
     patience: int | None = 3,
     monitor: str = "val_loss",
@@ -174,14 +176,21 @@ def distill(
             only from the members' training images; or anything :func:`~ensemblenet.finetune` takes
             (a folder cut with ``split`` and ``seed``: use the members' own).
         student: the student's backbone, e.g. ``"timm:tf_efficientnet_lite0"``.
-        weights, head: the student's starting weights and head, as in :func:`~ensemblenet.finetune`.
+        weights: the student's starting weights, as in :func:`~ensemblenet.finetune`.
+        recipe: where the student's head and training settings come from (its head, optimizer,
+            learning rate, batch size, schedule, weight decay, epochs with the recipe's floor on
+            optimizer steps; not its freeze policy, which must keep a prefix cached): a name or a
+            :class:`~ensemblenet.Recipe`; default ``"fast"`` (MLP head, Adam 1e-3, 10 epochs,
+            cosine). Give the members' recipe (``"strong"``: a linear head after dropout 0.2,
+            AdamW with weight decay 0.01) for a student that does not memorize cached features.
+        head, epochs, lr, batch_size, weight_decay: override the recipe's (None keeps it).
         freeze: what stays frozen; must keep a backbone prefix frozen in eval mode (``"head_only"``,
             or ``FreezeStages(k)`` to adapt the last stages too), since the prefix is cached.
         temperature, hard_weight: of the :class:`~ensemblenet.training.DistillationLoss`.
-        epochs, lr, batch_size, weight_decay, seed, progress: training settings (Adam, cosine
-            schedule). ``config``: a full :class:`~ensemblenet.TrainConfig` to start from instead
-            (its optimizer, schedule, weight decay, device...); ``epochs``, ``lr``, ``batch_size``,
-            ``seed`` and ``flips`` are applied on top of it.
+        seed, progress: the training seed, and progress bars and epoch lines. ``config``: a full
+            :class:`~ensemblenet.TrainConfig` to start from instead of the recipe's (its optimizer,
+            schedule, weight decay, device...); ``epochs``, ``lr``, ``batch_size``, ``seed`` and
+            ``flips`` given here are applied on top of it.
         flips: cache the features of mirrored images too and train on a random view per image
             (each view learns its image's teacher probabilities).
         feature_store: a folder that keeps the student's frozen features between runs
@@ -204,17 +213,22 @@ def distill(
         raise ConfigError(f"monitor must be 'val_loss' or 'train_loss', got {monitor!r}")
     if not isinstance(teacher, Ensemble):
         teacher = load_ensemble(teacher, trust_code=trust_code)
+    chosen = get_recipe(recipe).replace(head=head, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
+    base = config or chosen.train_config(progress=progress, device=device)
+    given: dict[str, Any] = {
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": batch_size,
+        "weight_decay": weight_decay,
+    }
     cfg = dataclasses.replace(
-        config or TrainConfig(schedule="cosine", weight_decay=weight_decay, progress=progress, device=device),
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        seed=seed,
-        augment=flips,
+        base, **{k: v for k, v in given.items() if v is not None}, seed=seed, augment=flips
     )
     if feature_store is not None:
         cfg = dataclasses.replace(cfg, feature_store=str(feature_store))
     parts = resolve_splits(data, split=split, seed=cfg.seed)
+    if epochs is None and config is None:  # the recipe's floor on optimizer steps, as finetune applies it
+        cfg = dataclasses.replace(cfg, epochs=chosen.epochs_for(len(parts["train"])))
     if parts["train"].classes != teacher.classes:
         raise ClassMismatchError(
             f"the data's classes {list(parts['train'].classes)} differ from the teacher ensemble's "
@@ -232,7 +246,7 @@ def distill(
     if not torch.isfinite(soft).any():
         raise ConfigError("the teacher could not read any training image, so there is nothing to learn from")
     torch.manual_seed(cfg.seed)  # the new head's initial weights
-    model = create_model(student, teacher.classes, head=head, weights=weights)
+    model = create_model(student, teacher.classes, head=chosen.head, weights=weights)
     path = Path(out) if out is not None else default_student_path(student)
     files = run_files(path)
     if is_main_process():

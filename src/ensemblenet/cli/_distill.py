@@ -38,6 +38,7 @@ def _cmd_distill(args: argparse.Namespace, con: Console) -> int:
         data,
         student=args.student,
         weights=args.student_weights,
+        recipe=args.recipe,
         head=args.head,
         freeze=args.freeze,
         temperature=args.temperature,

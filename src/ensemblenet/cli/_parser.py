@@ -431,7 +431,15 @@ def _distill_parser(sub: Any, common: argparse.ArgumentParser, fmt: Any) -> None
         default="DEFAULT",
         help="the student's starting weights: DEFAULT, a weights name, a local file, or none",
     )
-    parser.add_argument("--head", default="mlp", help="the student's head: linear or mlp (default: mlp)")
+    parser.add_argument(
+        "--recipe",
+        default=None,
+        help="the student's head and training settings come from this recipe (default: fast; "
+        "strong: a linear head after dropout, AdamW with weight decay); the options below override it",
+    )
+    parser.add_argument(
+        "--head", default=None, help="the student's head: linear or mlp (default: the recipe's)"
+    )
     parser.add_argument(
         "--feature-store", metavar="DIR", help="keep the student's frozen features here between runs"
     )
@@ -448,14 +456,14 @@ def _distill_parser(sub: Any, common: argparse.ArgumentParser, fmt: Any) -> None
         default=0.0,
         help="share of cross-entropy on true labels, 0..1 (default 0)",
     )
-    parser.add_argument("--epochs", type=_positive_int, default=10, help="default: 10")
-    parser.add_argument("--lr", type=float, default=1e-3, help="default: 1e-3")
-    parser.add_argument("--weight-decay", type=float, default=0.0, help="default: 0")
+    parser.add_argument("--epochs", type=_positive_int, default=None, help="default: the recipe's")
+    parser.add_argument("--lr", type=float, default=None, help="default: the recipe's")
+    parser.add_argument("--weight-decay", type=float, default=None, help="default: the recipe's")
     parser.add_argument(
         "--patience", type=_positive_int, default=3, help="early-stopping patience (default 3)"
     )
     parser.add_argument("--no-flips", action="store_true", help="do not train on mirrored images too")
-    _run_options(parser, 64)
+    _run_options(parser, None)
     parser.add_argument("--out", "-o", help="the student model file (default: runs/<student>.student.pt)")
     parser.add_argument("--report", help="also write the scores as JSON here")
     add_overwrite_option(parser)
