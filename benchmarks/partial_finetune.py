@@ -48,6 +48,9 @@ def main() -> None:
         "--lr-scale", type=float, default=1.0, help="backbone_lr_scale of the stage candidates"
     )
     parser.add_argument("--no-head-only", action="store_true", help="leave out the head_only candidate")
+    parser.add_argument(
+        "--patience", type=int, help="stop a candidate after this many epochs without improvement"
+    )
     parser.add_argument("--recipe", default="strong")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "partial_finetune")
@@ -77,6 +80,7 @@ def main() -> None:
             seed=args.seed,
             out_dir=args.out,
             progress=False,
+            **({"patience": args.patience} if args.patience else {}),
         )
         print(f"\n{backbone} ({time.perf_counter() - started:.0f} s)\n\n{choice.table()}\n", flush=True)
         results["runs"][backbone] = {"chosen": choice.label, "rows": choice.rows()}
