@@ -22,12 +22,12 @@ from ._distillation import DistillationLoss, pack_targets, soften, unpack_target
 from ._distributed import DistContext, ShardSampler, barrier, is_main_process
 from ._feature_cache import (
     DEFAULT_VIEWS,
-    FeatureCache,
     compute_features,
     fit_with_feature_cache,
     frozen_stages,
 )
 from ._feature_store import FeatureStore, prefix_digest
+from ._features import FeatureCache
 from ._history import EpochRecord, History
 from ._loggers import CSVLogger, ProgressPrinter, TensorBoardLogger, read_metrics_csv
 from ._schedules import SCHEDULES, lr_factor

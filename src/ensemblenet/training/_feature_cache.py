@@ -30,7 +30,6 @@ import dataclasses
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -51,6 +50,7 @@ from ..errors import ConfigError
 from ..models import FreezePolicy, FreezeStages, HeadOnly, TransferModel, split_backbone
 from ._distillation import pack_targets
 from ._feature_store import STORED_VIEWS, FeatureStore, prefix_digest
+from ._features import FeatureCache
 from ._history import History
 from ._trainer import Trainer
 
@@ -79,27 +79,6 @@ def frozen_stages(policy: FreezePolicy, model: TransferModel) -> int | None:
         f"('head_only' or FreezeStages(k) / 'freeze_stages'); got {type(policy).__name__}, which trains or "
         "updates BatchNorm statistics in every stage, so no backbone output stays fixed"
     )
-
-
-@dataclass
-class FeatureCache:
-    """Prefix outputs of a set of images.
-
-    Attributes:
-        features: ``(F, N, ...)``: index 0 holds the plain images' features; ``F`` = 1, or 2 with the
-            mirrored images' at index 1, or ``1 + views`` with augmented views at 1 and up.
-        labels: ``int64 (N,)``.
-        indices: ``int64 (N,)`` indices into the samples (unreadable files are left out).
-        skipped: sample indices that could not be decoded.
-    """
-
-    features: torch.Tensor
-    labels: torch.Tensor
-    indices: torch.Tensor
-    skipped: list[int]
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
 
 
 def compute_features(
@@ -145,10 +124,15 @@ def compute_features(
     storable = isinstance(samples, Samples) and not getattr(chosen, "int8", False)
     with torch.inference_mode():
         if store is not None and storable:
-            digest = prefix_digest(model, stages, dtype, chosen.name)
-            cache = _stored_prefix(
-                store, digest, runner, model, samples, dtype, flips, batch_size, cache_dir, device, chosen
-            )
+            cache = store.read_or_compute(
+                prefix_digest(model, stages, dtype, chosen.name),
+                samples,
+                STORED_VIEWS[: 2 if flips else 1],
+                lambda missing, require: _run_prefix(
+                    runner, model, missing, dtype, flips, batch_size, cache_dir, device, chosen,
+                    require_images=require,
+                ),
+            )  # fmt: skip
         else:
             cache = _run_prefix(runner, model, samples, dtype, flips, batch_size, cache_dir, device, chosen)
         if augment is not None and views > 0:
@@ -187,48 +171,6 @@ def _augmented_view(
         return _run_prefix(
             runner, model, samples, dtype, False, batch_size, cache_dir, device, engine, augment
         )
-
-
-def _stored_prefix(
-    store: FeatureStore,
-    digest: str,
-    runner: Runner,
-    model: TransferModel,
-    samples: Samples,
-    dtype: torch.dtype,
-    flips: bool,
-    batch_size: int,
-    cache_dir: str | None,
-    device: torch.device | str,
-    engine: Engine,
-) -> FeatureCache:
-    """:func:`_run_prefix` over the images ``store`` lacks; the rest read from it; merged in sample order."""
-    views = STORED_VIEWS[: 2 if flips else 1]
-    keys = [store.image_key(path) for path in samples.paths]
-    found = [store.lookup(digest, view, keys) for view in views]
-    stored = set(found[0]).intersection(*found[1:])  # an image counts as stored when every view is
-    missing = [i for i in range(len(samples)) if i not in stored]
-    rows: dict[int, list[torch.Tensor]] = {i: [f[i] for f in found] for i in stored}
-    skipped: list[int] = []
-    if missing:
-        computed = _run_prefix(
-            runner, model, samples.subset(missing), dtype, flips, batch_size, cache_dir, device, engine,
-            require_images=not stored,
-        )  # fmt: skip
-        original = [missing[int(i)] for i in computed.indices]
-        skipped = [missing[i] for i in computed.skipped]
-        for v, view in enumerate(views):
-            store.add(digest, view, [keys[i] for i in original], computed.features[v])
-        for r, i in enumerate(original):
-            rows[i] = [computed.features[v, r] for v in range(len(views))]
-    log.info("feature store: %d of %d images read, %d computed", len(stored), len(samples), len(missing))
-    order = sorted(rows)
-    return FeatureCache(
-        features=torch.stack([torch.stack([rows[i][v] for i in order]) for v in range(len(views))]),
-        labels=torch.tensor([samples.labels[i] for i in order], dtype=torch.int64),
-        indices=torch.tensor(order, dtype=torch.int64),
-        skipped=skipped,
-    )
 
 
 def _run_prefix(

@@ -33,7 +33,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -41,7 +41,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from ..data import Samples
 from ..models import TransferModel, atomic_write, split_backbone
+from ._features import FeatureCache
 
 __all__ = ["FeatureStore", "prefix_digest"]
 
@@ -133,6 +135,39 @@ class FeatureStore:
         )
         # A unique name per write: two processes storing the same prefix never overwrite each other.
         return atomic_write(folder / f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.safetensors", payload)
+
+    def read_or_compute(
+        self,
+        prefix: str,
+        samples: Samples,
+        views: Sequence[str],
+        compute: Callable[[Samples, bool], FeatureCache],
+    ) -> FeatureCache:
+        """The cache of ``samples`` for ``views``: rows of images stored under ``prefix`` read, the
+        rest computed by ``compute(missing_samples, require_images)`` (one row per view, in
+        ``views`` order) and added; merged in sample order, as one computation would give them."""
+        keys = [self.image_key(path) for path in samples.paths]
+        found = [self.lookup(prefix, view, keys) for view in views]
+        stored = set(found[0]).intersection(*found[1:])  # an image counts as stored when every view is
+        missing = [i for i in range(len(samples)) if i not in stored]
+        rows: dict[int, list[torch.Tensor]] = {i: [f[i] for f in found] for i in stored}
+        skipped: list[int] = []
+        if missing:
+            computed = compute(samples.subset(missing), not stored)
+            original = [missing[int(i)] for i in computed.indices]
+            skipped = [missing[i] for i in computed.skipped]
+            for v, view in enumerate(views):
+                self.add(prefix, view, [keys[i] for i in original], computed.features[v])
+            for r, i in enumerate(original):
+                rows[i] = [computed.features[v, r] for v in range(len(views))]
+        log.info("feature store: %d of %d images read, %d computed", len(stored), len(samples), len(missing))
+        order = sorted(rows)
+        return FeatureCache(
+            features=torch.stack([torch.stack([rows[i][v] for i in order]) for v in range(len(views))]),
+            labels=torch.tensor([samples.labels[i] for i in order], dtype=torch.int64),
+            indices=torch.tensor(order, dtype=torch.int64),
+            skipped=skipped,
+        )
 
     def _view_folder(self, prefix: str, view: str) -> Path:
         return self.folder / prefix / view
