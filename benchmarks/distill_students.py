@@ -10,6 +10,9 @@ weight decay 0.01) and the run's own split (``RUN/split.json``: the members' tra
         --student "timm:tf_efficientnet_lite2" \\
         --student "timm:tf_efficientnet_lite2 freeze='freeze_stages(-1, backbone_lr_scale=0.1)' epochs=4"
 
+``--json docs/benchmark_reports/students/RUN_NAME.json`` keeps the document where the benchmarks
+page looks for a run's later students (``{NAME_students}``, and the student the targets check).
+
 A student is a backbone name followed by ``KEY=VALUE`` settings of :func:`ensemblenet.distill`
 (Python literals: ``flips=False``, ``epochs=4``, ``temperature=4.0``, ``freeze='...'``). Prints one
 table per student (ensemble, members and student on the run's test split, agreement, McNemar p,
@@ -59,6 +62,9 @@ def main() -> None:
     parser.add_argument("--recipe", default="strong", help="the students' head and training settings")
     parser.add_argument("--feature-store", help="keep the students' frozen features in this folder")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "distill_students")
+    parser.add_argument(
+        "--json", type=Path, help="also write the JSON document here (docs/benchmarks_page.py reads it)"
+    )
     args = parser.parse_args()
 
     recipe = get_recipe(args.recipe)
@@ -84,7 +90,11 @@ def main() -> None:
         results["students"].append(
             {"student": text, "settings": shown, "seconds": round(seconds, 1), **result.to_dict()}
         )
-    print(json.dumps(results, indent=1, default=str))
+    document = json.dumps(results, indent=1, default=str)
+    print(document)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(document + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,11 @@ page can be rebuilt on a machine that did not run every benchmark):
 * ``{NAME_distill}``: the distillation table (ensemble, members, student; agreement, McNemar p,
   prediction time), when the run distilled (``--distill``);
 * ``{NAME_targets15}``: the stronger-ensemble issue's targets (accuracy, significance, log-loss,
-  student, time) checked against that run.
+  student, time) checked against that run; the student is the one with the lowest validation
+  loss among the run's own (``--distill``) and those distilled later from its ensemble;
+* ``{NAME_students}``: the students distilled later from that run's ensemble
+  (``benchmarks/distill_students.py --json``, archived as ``docs/benchmark_reports/students/NAME.json``),
+  one row each, with the one validation chooses marked.
 
 A run folder that is missing renders as "not measured" instead of failing, so the page can be
 rebuilt on a machine that ran only some of the benchmarks.
@@ -146,13 +150,55 @@ def distillation(d: dict[str, Any]) -> str:
     return "\n".join([*out, "", text, ""])
 
 
-def targets15(d: dict[str, Any]) -> str:
-    """The stronger-ensemble issue's targets, checked against ``d`` (a run with ``--distill``)."""
+def best_val_loss(dist: dict[str, Any]) -> float:
+    """The validation loss of the epoch a distillation kept (infinity when none was kept)."""
+    kept = [r for r in dist.get("history", []) if r.get("epoch") == dist.get("best_epoch")]
+    return float(kept[0]["val_loss"]) if kept else float("inf")
+
+
+def candidate_students(d: dict[str, Any], later: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
+    """(label, distillation) of the run's own student and of every student distilled later."""
+    found = [("the run's ``--distill``", d["distillation"])] if d.get("distillation") else []
+    found += [(f"``{s['student']}``", s) for s in (later or {}).get("students", [])]
+    return found
+
+
+def chosen_student(d: dict[str, Any], later: dict[str, Any] | None) -> tuple[str, dict[str, Any]] | None:
+    """The candidate student with the lowest validation loss (test scores never choose)."""
+    found = candidate_students(d, later)
+    return min(found, key=lambda item: best_val_loss(item[1])) if found else None
+
+
+def students(d: dict[str, Any], later: dict[str, Any] | None) -> str:
+    """Every student of a run's ensemble in one table, the one validation chooses marked."""
+    found = candidate_students(d, later)
+    if not found:
+        return "*(no student was distilled from this run)*"
+    chosen = chosen_student(d, later)
+    out = [".. list-table::", "   :header-rows: 1", "   :widths: 40 12 12 12 12 12", ""]
+    out += ["   * - student", "     - val loss (kept epoch)", "     - test accuracy", "     - test log-loss",
+            "     - vs ensemble (McNemar p)", "     - speed-up"]  # fmt: skip
+    for label, dist in found:
+        scores = {s["kind"]: s for s in dist["scores"]}
+        student, ensemble = scores["student"], scores["ensemble"]
+        gap = (student["accuracy"] - ensemble["accuracy"]) * 100
+        mark = " (chosen)" if chosen is not None and dist is chosen[1] else ""
+        out += [f"   * - {label}{mark}", f"     - {best_val_loss(dist):.4f} ({dist['best_epoch']})",
+                f"     - {student['accuracy']:.4f}", f"     - {student['log_loss']:.4f}",
+                f"     - {gap:+.2f} points (p = {dist['mcnemar_p']:.3g})",
+                f"     - {dist['speedup']:.2f}x"]  # fmt: skip
+    return "\n".join([*out, ""])
+
+
+def targets15(d: dict[str, Any], later: dict[str, Any] | None = None) -> str:
+    """The stronger-ensemble issue's targets, checked against ``d`` (a run with ``--distill``) and
+    the student validation chooses among its own and those in ``later``."""
     rows = {r["name"]: r for r in d["report"]["rows"]}
     primary = rows[d["primary"]]
     best = d["report"]["best_member"]
     gain = next((c for c in d["report"]["comparisons"] if c["ensemble"] == d["primary"]), None)
-    dist = d.get("distillation") or {}
+    chosen = chosen_student(d, later)
+    dist = chosen[1] if chosen is not None else {}
     scores = {s["kind"]: s for s in dist.get("scores", [])}
     n_members = len(d["members"])
 
@@ -187,8 +233,9 @@ def targets15(d: dict[str, Any]) -> str:
         gap = scores["ensemble"]["accuracy"] - scores["student"]["accuracy"]
         lines += [
             "   * - distilled student within 0.15 points of the ensemble",
-            f"     - {scores['student']['accuracy']:.2%} vs {scores['ensemble']['accuracy']:.2%} "
-            f"({gap * 100:+.2f} points)",
+            f"     - {scores['student']['name']} (lowest validation loss of "
+            f"{len(candidate_students(d, later))} students): {scores['student']['accuracy']:.2%} vs "
+            f"{scores['ensemble']['accuracy']:.2%} ({-gap * 100 + 0.0:+.2f} points)",  # + 0.0: no "-0.00"
             f"     - {verdict(gap <= 0.0015)}",
             f"   * - student faster than the ensemble by ≥ {n_members}x (the number of members)",
             f"     - {dist['speedup']:.2f}x",
@@ -273,7 +320,7 @@ def targets(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-SUFFIXES = ("", "_cmd", "_hw", "_figs", "_targets", "_distill", "_targets15")
+SUFFIXES = ("", "_cmd", "_hw", "_figs", "_targets", "_distill", "_targets15", "_students")
 
 
 def reports(runs: Path, archive: Path = ARCHIVE) -> dict[str, tuple[Path | None, Path]]:
@@ -304,8 +351,11 @@ def values(runs: Path, wanted: set[str], static: Path = STATIC, archive: Path = 
         if f"{key}_figs" in wanted and folder is not None:
             found[f"{key}_figs"] = figures(runs, folder.name, static)
         found[f"{key}_targets"] = targets(d)
+        later_file = archive / "students" / f"{name}.json"
+        later = json.loads(later_file.read_text()) if later_file.is_file() else None
         found[f"{key}_distill"] = distillation(d)
-        found[f"{key}_targets15"] = targets15(d)
+        found[f"{key}_targets15"] = targets15(d, later)
+        found[f"{key}_students"] = students(d, later)
     return found
 
 

@@ -132,9 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         meta["refit"] = refit.evaluate(run.splits["test"], progress=progress, device=device).to_dict()
         print(f"refitted on train + validation: test accuracy {meta['refit']['accuracy']:.4f}")
     if args.distill:  # one model trained on the ensemble's probabilities, scored on the same test split
-        # The student gets the members' head and weight decay (the strong recipe's do not memorize).
-        settings = {"head": recipe.head, "weight_decay": recipe.weight_decay, "progress": progress,
-                    "feature_store": args.feature_store}  # fmt: skip
+        # The student gets the members' recipe: head and training settings (strong's do not memorize).
+        settings = {"recipe": recipe, "progress": progress, "feature_store": args.feature_store}
         student = distill(ensemble, run.splits, student=args.distill, out=args.out / "student.pt", **settings)
         print(student.table())
         meta["distillation"] = student.to_dict()

@@ -191,6 +191,37 @@ def test_distill_writes_the_student_and_the_ensemble_next_to_the_report(tmp_path
     assert (
         text.count("**met**") + text.count("**missed**") == 6 and "from the first image to the report" in text
     )
+    # Students distilled later from the same ensemble: validation loss alone chooses the one the
+    # targets are checked on (here a later one that equals the ensemble on test).
+    own_val = page.best_val_loss(distilled)
+    later_student = {
+        **distilled,
+        "student": "later:1",
+        "best_epoch": 1,
+        "history": [{"epoch": 1, "val_loss": own_val / 2}],
+        "scores": [
+            *distilled["scores"][:-1],
+            {**student, "name": "student later", "accuracy": primary["accuracy"]},
+        ],
+    }
+    worse_student = {
+        **later_student,
+        "student": "later:2",
+        "history": [{"epoch": 1, "val_loss": own_val * 2}],
+    }
+    (tmp_path / "archive2" / "students").mkdir(parents=True)
+    (tmp_path / "archive2" / "students" / "report.json").write_text(
+        json.dumps({"students": [later_student, worse_student]})
+    )
+    with_later = page.render(
+        template + "\n\n{report_students}",
+        tmp_path,
+        static=tmp_path / "static",
+        archive=tmp_path / "archive2",
+    )
+    assert "student later (lowest validation loss of 3 students)" in with_later
+    assert "   * - ``later:1`` (chosen)" in with_later and "``later:2`` (chosen)" not in with_later
+    assert "(+0.00 points)" in with_later
     archived = page.archive_reports([out], tmp_path / "archive")
     assert [p.name for p in archived] == ["report.json"]
     empty = tmp_path / "no-runs"
