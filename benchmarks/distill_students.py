@@ -26,6 +26,7 @@ import argparse
 import ast
 import json
 import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,9 @@ def main() -> None:
     recipe = get_recipe(args.recipe)
     teacher = load_ensemble(args.run / "ensemble.pt").reuse_predictions()  # one teacher pass for all
     splits = load_split(args.run / "split.json")
+    command = "python benchmarks/distill_students.py " + shlex.join(sys.argv[1:])
     results: dict[str, Any] = {
+        "command": command,
         "hardware": hardware(),
         "run": str(args.run),
         "recipe": recipe.name,
@@ -88,7 +91,7 @@ def main() -> None:
         print(f"\n{text} ({seconds:.0f} s)\n\n{result.table()}\n", flush=True)
         shown = {k: str(v) for k, v in options.items()}
         results["students"].append(
-            {"student": text, "settings": shown, "seconds": round(seconds, 1), **result.to_dict()}
+            {"student": text, "settings": shown, **result.to_dict(), "total_seconds": round(seconds, 1)}
         )
     document = json.dumps(results, indent=1, default=str)
     print(document)

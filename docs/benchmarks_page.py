@@ -20,7 +20,7 @@ page can be rebuilt on a machine that did not run every benchmark):
   loss among the run's own (``--distill``) and those distilled later from its ensemble;
 * ``{NAME_students}``: the students distilled later from that run's ensemble
   (``benchmarks/distill_students.py --json``, archived as ``docs/benchmark_reports/students/NAME.json``),
-  one row each, with the one validation chooses marked.
+  one row each, with the one validation chooses marked; ``{NAME_students_cmd}``: their command.
 
 A run folder that is missing renders as "not measured" instead of failing, so the page can be
 rebuilt on a machine that ran only some of the benchmarks.
@@ -233,7 +233,7 @@ def targets15(d: dict[str, Any], later: dict[str, Any] | None = None) -> str:
         gap = scores["ensemble"]["accuracy"] - scores["student"]["accuracy"]
         lines += [
             "   * - distilled student within 0.15 points of the ensemble",
-            f"     - {scores['student']['name']} (lowest validation loss of "
+            f"     - {chosen[0] if chosen else ''} (lowest validation loss of "
             f"{len(candidate_students(d, later))} students): {scores['student']['accuracy']:.2%} vs "
             f"{scores['ensemble']['accuracy']:.2%} ({-gap * 100 + 0.0:+.2f} points)",  # + 0.0: no "-0.00"
             f"     - {verdict(gap <= 0.0015)}",
@@ -320,7 +320,7 @@ def targets(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-SUFFIXES = ("", "_cmd", "_hw", "_figs", "_targets", "_distill", "_targets15", "_students")
+SUFFIXES = ("", "_cmd", "_hw", "_figs", "_targets", "_distill", "_targets15", "_students", "_students_cmd")
 
 
 def reports(runs: Path, archive: Path = ARCHIVE) -> dict[str, tuple[Path | None, Path]]:
@@ -356,6 +356,7 @@ def values(runs: Path, wanted: set[str], static: Path = STATIC, archive: Path = 
         found[f"{key}_distill"] = distillation(d)
         found[f"{key}_targets15"] = targets15(d, later)
         found[f"{key}_students"] = students(d, later)
+        found[f"{key}_students_cmd"] = later["command"] if later else "(no later students)"
     return found
 
 

@@ -219,7 +219,7 @@ def test_distill_writes_the_student_and_the_ensemble_next_to_the_report(tmp_path
         static=tmp_path / "static",
         archive=tmp_path / "archive2",
     )
-    assert "student later (lowest validation loss of 3 students)" in with_later
+    assert "``later:1`` (lowest validation loss of 3 students)" in with_later
     assert "   * - ``later:1`` (chosen)" in with_later and "``later:2`` (chosen)" not in with_later
     assert "(+0.00 points)" in with_later
     archived = page.archive_reports([out], tmp_path / "archive")
