@@ -356,7 +356,7 @@ def values(runs: Path, wanted: set[str], static: Path = STATIC, archive: Path = 
         found[f"{key}_distill"] = distillation(d)
         found[f"{key}_targets15"] = targets15(d, later)
         found[f"{key}_students"] = students(d, later)
-        found[f"{key}_students_cmd"] = later["command"] if later else "(no later students)"
+        found[f"{key}_students_cmd"] = (later or {}).get("command", "(no command recorded)")
     return found
 
 
