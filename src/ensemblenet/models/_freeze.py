@@ -118,6 +118,16 @@ def backbone_and_head_groups(model: nn.Module, backbone_lr_scale: float) -> list
     ]
 
 
+def check_backbone_lr_scale(policy: Any) -> None:
+    """``policy.backbone_lr_scale`` must be a number in (0, 1]: the backbone's share of the learning rate."""
+    scale = policy.backbone_lr_scale
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0.0 < float(scale) <= 1.0:
+        raise ConfigError(
+            f"{type(policy).__name__}.backbone_lr_scale must be a number in (0, 1] (the trainable "
+            f"backbone's share of the learning rate; e.g. 0.1), got {scale!r}"
+        )
+
+
 def _part(model: nn.Module, name: str) -> nn.Module:
     part = getattr(model, name, None)
     if not isinstance(part, nn.Module):
@@ -182,8 +192,7 @@ class FreezeUnfreeze(FreezePolicy):
     def __post_init__(self) -> None:
         if not isinstance(self.freeze_epochs, int) or self.freeze_epochs < 0:
             raise ConfigError(f"freeze_epochs must be an int >= 0, got {self.freeze_epochs!r}")
-        if not 0.0 < float(self.backbone_lr_scale) <= 1.0:
-            raise ConfigError(f"backbone_lr_scale must be in (0, 1], got {self.backbone_lr_scale!r}")
+        check_backbone_lr_scale(self)
 
     def param_groups(self, model: nn.Module) -> list[ParamGroup]:
         return backbone_and_head_groups(model, float(self.backbone_lr_scale))
@@ -221,12 +230,7 @@ class FreezeStages(FreezePolicy):
                 f"FreezeStages.stages must be an int (k: freeze the first k stages; -k: all but the last k), "
                 f"got {self.stages!r}"
             )
-        scale = self.backbone_lr_scale
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0.0 < float(scale) <= 1.0:
-            raise ConfigError(
-                f"FreezeStages.backbone_lr_scale must be a number in (0, 1] (the trainable stages' share "
-                f"of the learning rate; e.g. 0.1), got {scale!r}"
-            )
+        check_backbone_lr_scale(self)
 
     def param_groups(self, model: nn.Module) -> list[ParamGroup]:
         return backbone_and_head_groups(model, float(self.backbone_lr_scale))

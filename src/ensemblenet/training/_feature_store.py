@@ -21,8 +21,9 @@ Each store call writes one shard, ``<folder>/<prefix>/<view>/<n>.safetensors`` (
 file and renamed, so a crash never leaves a torn shard), holding the features and the image keys.
 Nothing is ever evicted: delete the folder (or one prefix's folder) to reclaim the space.
 
->>> store = FeatureStore("runs/features")  # doctest: +SKIP
->>> fit_with_feature_cache(trainer, model, train, val, store=store)  # doctest: +SKIP
+>>> cache = compute_features(model, train, None, store=FeatureStore("runs/features"))  # doctest: +SKIP
+>>> trainer = Trainer(TrainConfig(feature_store="runs/features"), freeze="head_only")  # doctest: +SKIP
+>>> fit_with_feature_cache(trainer, model, train, val)  # train and val through the store  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -57,11 +58,10 @@ def prefix_digest(model: TransferModel, stages: int | None, dtype: torch.dtype, 
     """A hex digest of everything that decides the frozen prefix's output for one image."""
     prefix: nn.Module = split_backbone(model.backbone, stages)[0]
     h = hashlib.sha256()
-    spec = model.spec
     settings = {
         "backbone": model.config.backbone,
         "stages": stages,
-        "spec": spec.to_dict() if hasattr(spec, "to_dict") else repr(spec),
+        "spec": model.spec.to_dict(),
         "dtype": str(dtype),
         "engine": engine_name,
     }
